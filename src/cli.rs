@@ -1,0 +1,260 @@
+//! The command line: clap definitions. The `///` docs here are the `--help` text.
+//!
+//! Ids are taken as plain strings and checked by [`crate::agent::AgentId::parse`] before
+//! anything is opened, so a strange id is reported escaped, on one line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backoff::Strategy;
+use crate::units;
+
+/// poked keeps a backoff schedule for long-running agents in one SQLite file and pokes each
+/// agent when it is due. An agent that ignores its pokes is poked less and less often; one that
+/// shows activity goes back to its base interval.
+#[derive(Debug, Parser)]
+#[command(name = "poked", version, max_term_width = 100)]
+#[command(after_help = "Start with `poked add NAME -- COMMAND...`, then `poked run`. \
+    The database is plain SQLite: `sqlite3 $(poked --print-db) 'SELECT * FROM agent_status'`.")]
+pub struct Cli {
+    /// The database file [default: $POKED_DB, else $XDG_STATE_HOME/poked/poked.db, else
+    /// ~/.local/state/poked/poked.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Commit durability: `full` survives power loss, `normal` is faster [env: POKED_SYNCHRONOUS]
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub synchronous: Option<SyncLevel>,
+
+    /// More log output (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Print the database path poked would use, and exit
+    #[arg(long, exclusive = true)]
+    pub print_db: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `--synchronous` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncLevel {
+    Full,
+    Normal,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database, or migrate it to this version's schema (safe to repeat)
+    Init,
+
+    /// Register an agent; the command to run at each poke goes after `--`
+    #[command(
+        after_help = "Example:\n  poked add hq-mayor --base 5m --max 30m -- tmux send-keys -t hq-mayor 'check your rigs' Enter"
+    )]
+    Add {
+        /// The agent's id: letters, digits and . _ - : / @, starting with a letter or digit
+        id: AgentIdArg,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Register it paused: it is not poked until `poked resume`
+        #[arg(long)]
+        paused: bool,
+        /// The command run at each poke, without a shell (argv)
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+
+    /// Change an agent's settings; its current interval is clamped into the new [base, max]
+    Set {
+        /// The agent's id
+        id: AgentIdArg,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Remove the agent's command (pokes are then only recorded)
+        #[arg(long, conflicts_with = "command")]
+        no_command: bool,
+        /// Stop watching a heartbeat file
+        #[arg(long, conflicts_with = "heartbeat_file")]
+        no_heartbeat_file: bool,
+        /// A new command to run at each poke, without a shell (argv)
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+
+    /// Remove an agent; its history stays unless --purge
+    Rm {
+        /// The agent's id
+        id: AgentIdArg,
+        /// Also delete the agent's history
+        #[arg(long)]
+        purge: bool,
+    },
+
+    /// Stop poking agents until they are resumed
+    Pause {
+        /// The agents' ids
+        #[arg(required = true)]
+        ids: Vec<AgentIdArg>,
+    },
+
+    /// Start poking paused agents again
+    Resume {
+        /// The agents' ids
+        #[arg(required = true)]
+        ids: Vec<AgentIdArg>,
+    },
+
+    /// Record that an agent was poked (by hand; its command is not run)
+    Poke {
+        /// The agent's id
+        id: AgentIdArg,
+    },
+
+    /// Record that an agent missed a poke: its interval grows
+    Miss {
+        /// The agent's id
+        id: AgentIdArg,
+    },
+
+    /// Record that an agent showed activity: back to its base interval
+    #[command(visible_alias = "heartbeat")]
+    Activity {
+        /// The agent's id
+        id: AgentIdArg,
+        /// When the activity happened: RFC 3339, or a duration meaning that long ago [default: now]
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+
+    /// Put an agent back to its base interval with no misses (activity time unchanged)
+    Reset {
+        /// The agent's id
+        id: AgentIdArg,
+    },
+
+    /// Every agent: state, interval, misses, last poke, last activity, freshness, next due
+    List {
+        /// Print JSON (an array of agents)
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// One agent in full, with its recent log
+    Show {
+        /// The agent's id
+        id: AgentIdArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The agents due at a time, soonest first
+    Due {
+        /// RFC 3339, or a duration meaning that long ago [default: now]
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Print JSON (an array of agents)
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The scheduler: poke every agent when it is due
+    Run(RunArgs),
+}
+
+/// Options of `poked run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Do everything due now, wait for the outcomes, and exit
+    #[arg(long)]
+    pub once: bool,
+    /// At most this many commands running at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "N")]
+    pub concurrency: u16,
+    /// Kill a command (its whole process group) after this long
+    #[arg(long, default_value = "30s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    pub command_timeout: i64,
+}
+
+/// The backoff settings shared by `add` and `set`.
+#[derive(Debug, Args, Default)]
+pub struct SettingsArgs {
+    /// How the interval grows with each miss [default: geometric]
+    #[arg(long, value_parser = parse_strategy, value_name = "fixed|geometric|exponential")]
+    pub strategy: Option<Strategy>,
+    /// The interval after activity [default: 5m]
+    #[arg(long, value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    pub base: Option<i64>,
+    /// The longest interval [default: 30m]
+    #[arg(long, value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    pub max: Option<i64>,
+    /// Growth per miss for `geometric`, a finite number ≥ 1 [default: 1.5]
+    #[arg(long, value_parser = parse_factor, value_name = "NUMBER", allow_hyphen_values = true)]
+    pub factor: Option<f64>,
+    /// Shorten each wait by a random fraction up to this, 0 to 1 [default: 0]
+    #[arg(long, value_parser = parse_jitter, value_name = "FRACTION", allow_hyphen_values = true)]
+    pub jitter: Option<f64>,
+    /// Activity more recent than this means fresh: no poke [default: 5m]
+    #[arg(long, value_parser = any_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    pub fresh: Option<i64>,
+    /// No activity for this long means very stale: an unanswered poke is a miss [default: 15m]
+    #[arg(long, value_parser = any_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    pub very_stale: Option<i64>,
+    /// An absolute path whose modification time counts as activity
+    #[arg(long, value_name = "PATH")]
+    pub heartbeat_file: Option<String>,
+}
+
+/// An agent id as typed; checked by [`AgentId::parse`] before anything opens, so the error can
+/// show a strange id escaped on one line.
+pub type AgentIdArg = String;
+
+fn positive_duration(text: &str) -> Result<i64, String> {
+    match units::parse_duration(text)? {
+        0 => Err("must be more than zero".into()),
+        ms => Ok(ms),
+    }
+}
+
+fn any_duration(text: &str) -> Result<i64, String> {
+    units::parse_duration(text)
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    text.parse()
+}
+
+fn parse_factor(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        Ok(_) => Err("must be a finite number ≥ 1".into()),
+        Err(_) => Err("not a number".into()),
+    }
+}
+
+fn parse_jitter(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        Ok(_) => Err("must be between 0 and 1".into()),
+        Err(_) => Err("not a number".into()),
+    }
+}

@@ -1,0 +1,122 @@
+//! The library's one error type.
+//!
+//! Each variant means something to a user and carries the id, path or value involved, so `main`
+//! can print it once as `poked: <message>` and map it to the exit codes of SPEC §5
+//! (see [`Error::exit_code`]). Messages are lowercase with no trailing period.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in poked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value given by the user breaks a rule (exit 2).
+    #[error("invalid {what} {value:?}: {rule}")]
+    InvalidValue {
+        what: &'static str,
+        value: String,
+        rule: String,
+    },
+
+    /// A request that cannot be carried out as asked (exit 2).
+    #[error("{0}")]
+    Usage(String),
+
+    /// No agent with this id (exit 3).
+    #[error("unknown agent {0:?} (see `poked list`)")]
+    UnknownAgent(String),
+
+    /// `add` of an id that is already registered.
+    #[error("agent {0:?} already exists (use `poked set` to change it)")]
+    AgentExists(String),
+
+    /// The database has not been created yet.
+    #[error("no database at {} (create it with `poked init` or `poked add`)", .0.display())]
+    NoDatabase(PathBuf),
+
+    /// The file is a SQLite database of some other program, or not a database at all.
+    #[error("{} is not a poked database: {reason}", path.display())]
+    NotPoked { path: PathBuf, reason: String },
+
+    /// The file is damaged.
+    #[error("database {} is corrupt: {detail} (restore a backup; the file was left untouched)", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+
+    /// Written by a newer poked; refused untouched.
+    #[error(
+        "database {} has schema version {found}, newer than this poked supports ({supported}); upgrade poked",
+        path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+
+    /// The file or its folder cannot be written.
+    #[error("database {} is read-only: {detail}", path.display())]
+    ReadOnly { path: PathBuf, detail: String },
+
+    /// The disk holding the database is full.
+    #[error("disk full writing {} (free some space and try again)", .0.display())]
+    DiskFull(PathBuf),
+
+    /// Another process held the database longer than the busy timeout.
+    #[error("database {} is busy (another process held its lock too long)", .0.display())]
+    Busy(PathBuf),
+
+    /// A schema migration failed; the database was left as it was.
+    #[error("cannot migrate {}: {detail}", path.display())]
+    Migration { path: PathBuf, detail: String },
+
+    /// A connection setting did not take effect.
+    #[error("database {}: pragma {pragma} is {got:?}, expected {want:?}", path.display())]
+    Pragma {
+        path: PathBuf,
+        pragma: &'static str,
+        got: String,
+        want: String,
+    },
+
+    /// Another daemon already runs on this database.
+    #[error("another poked daemon (pid {pid}) already runs on {}", path.display())]
+    DaemonRunning { path: PathBuf, pid: String },
+
+    /// A file system operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Any other SQLite failure.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    /// The connection pool could not hand out a connection.
+    #[error("database connection: {0}")]
+    Pool(#[from] r2d2::Error),
+}
+
+impl Error {
+    /// The process exit code of SPEC §5: 2 bad usage or value, 3 unknown agent, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::InvalidValue { .. } | Error::Usage(_) => 2,
+            Error::UnknownAgent(_) => 3,
+            _ => 1,
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidValue`].
+    pub fn invalid(what: &'static str, value: impl Into<String>, rule: impl Into<String>) -> Error {
+        Error::InvalidValue {
+            what,
+            value: value.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

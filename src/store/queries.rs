@@ -1,0 +1,180 @@
+//! Reading the database: agents, the due set, and the log.
+//!
+//! Each query is a single statement, so it reads one consistent snapshot without holding a
+//! read transaction open afterwards. The due query is a range scan of the `agents_next_due`
+//! index; history queries use the `poke_log` indexes on `(agent_id, at)` and `at`.
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::Store;
+use crate::agent::{Agent, Settings};
+use crate::backoff::Strategy;
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+
+/// The columns of `agents` in the order [`agent_from_row`] reads them.
+pub(super) const AGENT_COLUMNS: &str = "id, strategy, base_interval_ms, max_interval_ms, factor, jitter, fresh_ms, \
+     very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at, last_activity_at, paused, \
+     command, heartbeat_file, created_at, updated_at, next_due_at";
+
+/// Reads one `agents` row selected with [`AGENT_COLUMNS`].
+pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
+    let bad = |col: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
+    };
+    let strategy: String = row.get(1)?;
+    let command: Option<String> = row.get(14)?;
+    let command = match command {
+        None => None,
+        Some(json) => Some(serde_json::from_str::<Vec<String>>(&json).map_err(|e| bad(14, e.to_string()))?),
+    };
+    Ok(Agent {
+        id: row.get(0)?,
+        settings: Settings {
+            strategy: strategy.parse::<Strategy>().map_err(|e| bad(1, e))?,
+            base_interval_ms: row.get(2)?,
+            max_interval_ms: row.get(3)?,
+            factor: row.get(4)?,
+            jitter: row.get(5)?,
+            fresh_ms: row.get(6)?,
+            very_stale_ms: row.get(7)?,
+            command,
+            heartbeat_file: row.get(15)?,
+        },
+        current_interval_ms: row.get(8)?,
+        wait_ms: row.get(9)?,
+        consecutive_misses: row.get(10)?,
+        last_poke_at: row.get(11)?,
+        last_activity_at: row.get(12)?,
+        paused: row.get(13)?,
+        created_at: row.get(16)?,
+        updated_at: row.get(17)?,
+        next_due_at: row.get(18)?,
+    })
+}
+
+/// The due query: agents whose `next_due_at` has come, soonest first.
+pub const DUE_SQL: &str = "SELECT {cols} FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id";
+
+/// One row of `poke_log`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRow {
+    pub id: i64,
+    pub agent_id: String,
+    pub at: Millis,
+    pub kind: String,
+    pub interval_ms: i64,
+    pub consecutive_misses: i64,
+    pub outcome: Option<String>,
+    pub exit_code: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub detail: Option<String>,
+}
+
+const LOG_COLUMNS: &str =
+    "id, agent_id, at, kind, interval_ms, consecutive_misses, outcome, exit_code, duration_ms, detail";
+
+fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
+    Ok(LogRow {
+        id: row.get(0)?,
+        agent_id: row.get(1)?,
+        at: row.get(2)?,
+        kind: row.get(3)?,
+        interval_ms: row.get(4)?,
+        consecutive_misses: row.get(5)?,
+        outcome: row.get(6)?,
+        exit_code: row.get(7)?,
+        duration_ms: row.get(8)?,
+        detail: row.get(9)?,
+    })
+}
+
+/// Which log rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub agent_id: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    /// Only rows with an id above this (for following the log).
+    pub after_id: Option<i64>,
+    /// The newest `limit` rows of the selection (still printed oldest first).
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    /// One agent.
+    pub fn agent(&self, id: &str) -> Result<Agent> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
+                .query_row([id], agent_from_row)
+                .optional()?
+                .ok_or_else(|| Error::UnknownAgent(id.to_owned()))
+        })
+    }
+
+    /// Every agent, by id.
+    pub fn agents(&self) -> Result<Vec<Agent>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"))?;
+            let rows = stmt.query_map([], agent_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// The agents due at `at`, soonest first (an index range scan).
+    pub fn due(&self, at: Millis) -> Result<Vec<Agent>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&DUE_SQL.replace("{cols}", AGENT_COLUMNS))?;
+            let rows = stmt.query_map([at], agent_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// The agent due soonest, paused agents aside.
+    pub fn next_due(&self) -> Result<Option<Agent>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE next_due_at IS NOT NULL ORDER BY next_due_at, id LIMIT 1"
+                ))?
+                .query_row([], agent_from_row)
+                .optional()?)
+        })
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the due query, one line per step (for tests and `check`).
+    pub fn due_query_plan(&self) -> Result<Vec<String>> {
+        self.read(|conn| {
+            let sql = format!("EXPLAIN QUERY PLAN {}", DUE_SQL.replace("{cols}", AGENT_COLUMNS));
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([0i64], |row| row.get::<_, String>(3))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Log rows matching `filter`, oldest first.
+    pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<LogRow>> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT {LOG_COLUMNS} FROM (
+                     SELECT {LOG_COLUMNS} FROM poke_log
+                     WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR at >= ?2)
+                       AND (?3 IS NULL OR at <= ?3) AND (?4 IS NULL OR id > ?4)
+                     ORDER BY at DESC, id DESC LIMIT ?5)
+                 ORDER BY at, id"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    filter.agent_id,
+                    filter.since,
+                    filter.until,
+                    filter.after_id,
+                    filter.limit.unwrap_or(-1)
+                ],
+                log_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}

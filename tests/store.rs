@@ -1,0 +1,273 @@
+//! The store through the library: reopening, atomic transitions, the due query's plan,
+//! migrations.
+
+use poked::agent::{AgentId, Settings};
+use poked::backoff::Strategy;
+use poked::random::FixedDraw;
+use poked::store::{OpenOptions, Store};
+
+use crate::common::{Env, fingerprint, ms};
+
+fn open(env: &Env) -> Store {
+    Store::open(
+        &env.db,
+        OpenOptions {
+            create: true,
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open store")
+}
+
+fn id(text: &str) -> AgentId {
+    AgentId::parse(text).unwrap()
+}
+
+#[test]
+fn close_and_reopen_keeps_every_field() {
+    let env = Env::new();
+    let draw = FixedDraw(0.5);
+    let t0 = ms("2026-01-01T00:00:00Z");
+    let settings = Settings {
+        strategy: Strategy::Exponential,
+        base_interval_ms: 90_000,
+        max_interval_ms: 3_600_000,
+        factor: 1.25,
+        jitter: 0.2,
+        fresh_ms: 60_000,
+        very_stale_ms: 600_000,
+        command: Some(vec![
+            "tmux".into(),
+            "send-keys".into(),
+            "it's \"quoted\", ok".into(),
+            "Enter".into(),
+        ]),
+        heartbeat_file: Some("/tmp/hb".into()),
+    };
+    let before = {
+        let store = open(&env);
+        store
+            .add(&id("gastown/crew/max"), &settings, false, t0, &draw)
+            .unwrap();
+        store
+            .record_poke(&id("gastown/crew/max"), t0 + 1000, &draw)
+            .unwrap();
+        store
+            .record_miss(&id("gastown/crew/max"), t0 + 2000, &draw)
+            .unwrap();
+        store
+            .record_activity(&id("gastown/crew/max"), t0 + 1500, t0 + 3000, &draw)
+            .unwrap();
+        store
+            .record_miss(&id("gastown/crew/max"), t0 + 4000, &draw)
+            .unwrap();
+        store
+            .set_paused(&id("gastown/crew/max"), true, t0 + 5000)
+            .unwrap();
+        store.agent("gastown/crew/max").unwrap()
+    };
+    let after = open(&env).agent("gastown/crew/max").unwrap();
+    assert_eq!(after, before);
+    assert_eq!(after.settings, settings);
+    assert_eq!(after.current_interval_ms, 180_000, "exponential doubles 90s");
+    assert_eq!(after.wait_ms, 162_000, "jitter 0.2 with draw 0.5 takes 10%");
+    assert_eq!(after.last_activity_at, Some(t0 + 1500));
+    assert_eq!(after.last_poke_at, Some(t0 + 1000));
+    assert!(after.paused);
+    assert_eq!(after.next_due_at, None, "paused agents are never due");
+}
+
+#[test]
+fn a_transition_that_fails_halfway_changes_nothing() {
+    let env = Env::new();
+    let draw = FixedDraw(0.0);
+    let store = open(&env);
+    store
+        .add(&id("a"), &Settings::default(), false, 0, &draw)
+        .unwrap();
+    // The log insert of a miss fails after the agent row was already updated in the same
+    // transaction: the whole transition must roll back.
+    env.sql()
+        .execute_batch(
+            "CREATE TRIGGER fail_miss BEFORE INSERT ON poke_log WHEN NEW.kind = 'miss'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let before = store.agent("a").unwrap();
+    let rows = |env: &Env| {
+        env.sql()
+            .query_row("SELECT count(*) FROM poke_log", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    let log_before = rows(&env);
+    let err = store
+        .record_miss(&id("a"), 1000, &draw)
+        .expect_err("the injected failure");
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_eq!(store.agent("a").unwrap(), before);
+    assert_eq!(rows(&env), log_before);
+    // A transition the trigger lets through still works.
+    let after = store.record_poke(&id("a"), 2000, &draw).unwrap();
+    assert_eq!(after.last_poke_at, Some(2000));
+}
+
+#[test]
+fn transitions_on_unknown_agents_are_errors() {
+    let env = Env::new();
+    let store = open(&env);
+    let draw = FixedDraw(0.0);
+    let nobody = id("nobody");
+    assert_eq!(store.record_miss(&nobody, 0, &draw).unwrap_err().exit_code(), 3);
+    assert_eq!(store.record_poke(&nobody, 0, &draw).unwrap_err().exit_code(), 3);
+    assert_eq!(store.record_reset(&nobody, 0, &draw).unwrap_err().exit_code(), 3);
+    assert_eq!(
+        store
+            .record_activity(&nobody, 0, 0, &draw)
+            .unwrap_err()
+            .exit_code(),
+        3
+    );
+    assert_eq!(store.set_paused(&nobody, true, 0).unwrap_err().exit_code(), 3);
+    assert_eq!(store.remove(&nobody, false, 0).unwrap_err().exit_code(), 3);
+}
+
+#[test]
+fn the_due_query_uses_the_index() {
+    let env = Env::new();
+    let store = open(&env);
+    let plan = store.due_query_plan().unwrap().join("\n");
+    assert!(plan.contains("INDEX agents_next_due"), "due query plan: {plan}");
+    assert!(!plan.contains("SCAN agents"), "due query scans the table: {plan}");
+}
+
+#[test]
+fn the_schema_refuses_impossible_hand_edits() {
+    let env = Env::new();
+    let store = open(&env);
+    store
+        .add(&id("a"), &Settings::default(), false, 0, &FixedDraw(0.0))
+        .unwrap();
+    let conn = env.sql();
+    for edit in [
+        "UPDATE agents SET base_interval_ms = 0",
+        "UPDATE agents SET max_interval_ms = 1000",
+        "UPDATE agents SET factor = 0.5",
+        "UPDATE agents SET factor = 9e999",
+        "UPDATE agents SET jitter = 2",
+        "UPDATE agents SET fresh_ms = very_stale_ms + 1",
+        "UPDATE agents SET current_interval_ms = max_interval_ms + 1",
+        "UPDATE agents SET wait_ms = 0",
+        "UPDATE agents SET consecutive_misses = -1",
+        "UPDATE agents SET paused = 2",
+        "UPDATE agents SET strategy = 'linear'",
+        "UPDATE agents SET command = 'tmux'",
+        "UPDATE agents SET heartbeat_file = 'relative'",
+        "UPDATE agents SET id = 'a b'",
+        "UPDATE poke_log SET kind = 'poke'",
+        "UPDATE poke_log SET at = 5",
+        "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses) VALUES ('a', 0, 'poke', 1, 0)",
+        "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, outcome) VALUES ('a', 0, 'miss', 1, 0, 'ok')",
+    ] {
+        assert!(conn.execute_batch(edit).is_err(), "the schema accepted: {edit}");
+    }
+    // A legitimate hand edit is accepted and the generated column follows it.
+    conn.execute_batch("UPDATE agents SET paused = 1").unwrap();
+    assert_eq!(store.agent("a").unwrap().next_due_at, None);
+}
+
+#[test]
+fn migrations_validate_and_opening_twice_is_a_no_op() {
+    poked::store::migrations()
+        .validate()
+        .expect("migrations validate");
+    let env = Env::new();
+    drop(open(&env));
+    let first = fingerprint(&env.db);
+    drop(open(&env));
+    assert!(
+        fingerprint(&env.db) == first,
+        "opening an up-to-date database changed it"
+    );
+    let (version, app_id): (i64, i64) = env
+        .sql()
+        .query_row(
+            "SELECT user_version, application_id FROM pragma_user_version, pragma_application_id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(version, poked::store::SCHEMA_VERSION);
+    assert_eq!(app_id, i64::from(poked::store::APPLICATION_ID));
+}
+
+#[test]
+fn connection_pragmas_are_in_force() {
+    let env = Env::new();
+    let store = open(&env);
+    // The store checks these on every connection; the journal mode is also visible from outside.
+    drop(store);
+    let mode: String = env
+        .sql()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn set_clamps_the_interval_and_logs_the_change() {
+    let env = Env::new();
+    let store = open(&env);
+    let draw = FixedDraw(0.0);
+    store
+        .add(&id("a"), &Settings::default(), false, 0, &draw)
+        .unwrap();
+    for t in 1..=4 {
+        store.record_miss(&id("a"), t, &draw).unwrap();
+    }
+    assert_eq!(store.agent("a").unwrap().current_interval_ms, 1_518_750);
+    let patch = poked::store::Patch {
+        max_interval_ms: Some(600_000),
+        ..Default::default()
+    };
+    let after = store.set(&id("a"), &patch, 10, &draw).unwrap().expect("changed");
+    assert_eq!((after.current_interval_ms, after.wait_ms), (600_000, 600_000));
+    let detail: String = env
+        .sql()
+        .query_row("SELECT detail FROM poke_log WHERE kind = 'updated'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(detail, "max 30m → 10m");
+    assert_eq!(
+        store.set(&id("a"), &patch, 11, &draw).unwrap(),
+        None,
+        "no change, no row"
+    );
+}
+
+#[test]
+fn remove_keeps_history_unless_purged() {
+    let env = Env::new();
+    let store = open(&env);
+    let draw = FixedDraw(0.0);
+    let count = |agent: &str| {
+        env.sql()
+            .query_row(
+                "SELECT count(*) FROM poke_log WHERE agent_id = ?1",
+                [agent],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    for name in ["keep", "purge"] {
+        store
+            .add(&id(name), &Settings::default(), false, 0, &draw)
+            .unwrap();
+        store.record_poke(&id(name), 1, &draw).unwrap();
+    }
+    store.remove(&id("keep"), false, 2).unwrap();
+    assert_eq!(count("keep"), 3, "added, poke, removed");
+    assert_eq!(store.remove(&id("purge"), true, 2).unwrap(), 2);
+    assert_eq!(count("purge"), 0);
+    assert!(store.agents().unwrap().is_empty());
+}

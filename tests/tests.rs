@@ -1,0 +1,9 @@
+//! The integration tests: one binary that drives the real `poked` executable (and, where a test
+//! needs to reach inside, the library). Each test owns a temporary directory with its database.
+
+mod bad_input;
+mod common;
+mod files;
+mod store;
+mod timeline;
+mod views;
