@@ -179,6 +179,16 @@ pub enum Command {
 
     /// The scheduler: poke every agent when it is due
     Run(RunArgs),
+
+    /// A 20-second demonstration on a temporary database: backoff and recovery at work
+    Demo {
+        /// Keep the demonstration's database and print its path
+        #[arg(long)]
+        keep: bool,
+        /// How long to run
+        #[arg(long, default_value = "20s", value_parser = positive_duration, value_name = "DURATION")]
+        duration: i64,
+    },
 }
 
 /// Options of `poked run`.
@@ -193,6 +203,9 @@ pub struct RunArgs {
     /// Kill a command (its whole process group) after this long
     #[arg(long, default_value = "30s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub command_timeout: i64,
+    /// Prune log rows older than this, in small batches, about once an hour
+    #[arg(long, value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    pub retain: Option<i64>,
 }
 
 /// The backoff settings shared by `add` and `set`.

@@ -5,6 +5,7 @@
 //! error that `main` turns into a quiet exit.
 
 mod agents;
+mod demo;
 mod output;
 mod run;
 mod view;
@@ -103,7 +104,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::List { json } => view::list(&ctx, out, json),
         Command::Show { id, json } => view::show(&ctx, out, &id, json),
         Command::Due { at, json } => view::due(&ctx, out, at.as_deref(), json),
-        Command::Run(args) => run::run(&ctx, out, &args, cli.log_format),
+        Command::Run(args) => run::run(&ctx, out, &args),
+        Command::Demo { keep, duration } => demo::demo(&ctx, out, keep, duration),
     }
 }
 

@@ -5,12 +5,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::{Context, io_err};
-use crate::cli::{LogFormat, RunArgs};
+use crate::cli::RunArgs;
 use crate::daemon::{Heartbeats, PassOptions, run_pass};
 use crate::error::{Error, Result};
 
 /// `poked run [--once]`.
-pub fn run(ctx: &Context, out: &mut dyn Write, args: &RunArgs, _log_format: LogFormat) -> Result<()> {
+pub fn run(ctx: &Context, out: &mut dyn Write, args: &RunArgs) -> Result<()> {
     if !args.once {
         return Err(Error::Usage(
             "only `poked run --once` (one pass) is available in this version".into(),

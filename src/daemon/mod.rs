@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod heartbeat;
+pub mod lock;
 pub mod pass;
 
 pub use heartbeat::Heartbeats;

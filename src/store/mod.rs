@@ -28,6 +28,7 @@
 //! inside one transaction and never edited once released. The schema uses nothing newer than
 //! SQLite 3.37 so Debian's `sqlite3` shell (3.40) can open the file.
 
+mod daemon;
 mod queries;
 mod transitions;
 
@@ -46,6 +47,7 @@ use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::error::{Error, Result};
 
+pub use daemon::{DaemonRecord, Watcher};
 pub use queries::{HistoryFilter, LogRow};
 pub use transitions::{Patch, PokeStarted};
 
