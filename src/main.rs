@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use poked::cli::{Cli, LogFormat};
+use poked::cli::{Cli, Command, LogFormat};
 use poked::{Error, commands};
 
 fn main() -> ExitCode {
@@ -66,6 +66,8 @@ fn one_line_clap_error(text: &str) -> String {
 fn init_logging(cli: &Cli) {
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing::Level::ERROR,
+        // The demo prints its own story; the daemon's log lines would only repeat it.
+        (false, 0) if matches!(cli.command, Some(Command::Demo { .. })) => tracing::Level::WARN,
         (false, 0) => tracing::Level::INFO,
         (false, 1) => tracing::Level::DEBUG,
         (false, _) => tracing::Level::TRACE,

@@ -35,7 +35,11 @@ fn bad_values_change_nothing() {
         (vec!["add", "b", "--factor", "0.5"], 2, "≥ 1"),
         (vec!["add", "b", "--jitter", "1.5"], 2, "between 0 and 1"),
         (vec!["add", "b", "--jitter", "-0.1"], 2, "--jitter"),
-        (vec!["add", "b", "--fresh", "20m"], 2, "--very-stale"),
+        (
+            vec!["add", "b", "--fresh", "20m", "--very-stale", "10m"],
+            2,
+            "--very-stale",
+        ),
         (
             vec!["add", "b", "--strategy", "linear"],
             2,

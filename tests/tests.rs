@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod common;
+mod daemon;
 mod files;
 mod store;
 mod timeline;

@@ -37,11 +37,17 @@ pub fn add(
     let settings = Settings {
         strategy: args.strategy.unwrap_or(defaults.strategy),
         base_interval_ms: args.base.unwrap_or(defaults.base_interval_ms),
-        max_interval_ms: args.max.unwrap_or(defaults.max_interval_ms),
+        // A base above the default max (or fresh above the default very stale) raises the
+        // default to match, so `poked add x --base 1h` works without also giving --max.
+        max_interval_ms: args
+            .max
+            .unwrap_or(defaults.max_interval_ms.max(args.base.unwrap_or(0))),
         factor: args.factor.unwrap_or(defaults.factor),
         jitter: args.jitter.unwrap_or(defaults.jitter),
         fresh_ms: args.fresh.unwrap_or(defaults.fresh_ms),
-        very_stale_ms: args.very_stale.unwrap_or(defaults.very_stale_ms),
+        very_stale_ms: args
+            .very_stale
+            .unwrap_or(defaults.very_stale_ms.max(args.fresh.unwrap_or(0))),
         command: (!command.is_empty()).then_some(command),
         heartbeat_file: args.heartbeat_file.clone(),
     };

@@ -1,13 +1,18 @@
 //! The scheduler: everything that sleeps, spawns or waits lives here.
 //!
-//! [`pass::run_pass`] is one scheduling pass (SPEC §3): `poked run --once` calls it directly.
-//! [`command`] runs one agent's command with process-group hygiene, and [`heartbeat`] reads
-//! heartbeat files.
+//! [`service::serve`] is `poked run`: the lock, start-up recovery, signals and the loop that
+//! sleeps until the next agent is due. [`pass`] is one scheduling pass (SPEC §3), the heart of
+//! both the loop and `poked run --once`. [`command`] runs one agent's command with
+//! process-group hygiene, [`heartbeat`] reads heartbeat files, [`lock`] keeps one daemon per
+//! database and [`recover`] cleans up after a daemon that died.
 
 pub mod command;
 pub mod heartbeat;
 pub mod lock;
 pub mod pass;
+pub mod recover;
+pub mod service;
 
 pub use heartbeat::Heartbeats;
-pub use pass::{PassOptions, PassReport, run_pass};
+pub use pass::{PassOptions, PassReport, Scheduler, run_pass, with_scheduler};
+pub use service::{DaemonOptions, serve, serve_until};

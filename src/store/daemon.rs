@@ -8,6 +8,8 @@ use rusqlite::OptionalExtension;
 use rusqlite::params;
 
 use super::Store;
+use super::queries::{AGENT_COLUMNS, agent_from_row};
+use crate::agent::Agent;
 use crate::clock::Millis;
 use crate::error::Result;
 
@@ -50,7 +52,8 @@ impl Store {
     /// Records the time of the daemon's latest pass.
     pub fn daemon_pass(&self, now: Millis) -> Result<()> {
         self.write(|tx| {
-            tx.prepare_cached("UPDATE daemon SET last_pass_at = ?1 WHERE singleton = 1")?.execute([now])?;
+            tx.prepare_cached("UPDATE daemon SET last_pass_at = ?1 WHERE singleton = 1")?
+                .execute([now])?;
             Ok(())
         })
     }
@@ -90,6 +93,52 @@ impl Store {
             Ok(conn
                 .prepare_cached("SELECT min(next_due_at) FROM agents")?
                 .query_row([], |row| row.get(0))?)
+        })
+    }
+
+    /// At most `limit` agents due at `at`, soonest first (an index range scan), so a daemon
+    /// catching up on a million overdue agents works through them in bounded batches.
+    pub fn due_batch(&self, at: Millis, limit: usize) -> Result<Vec<Agent>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![at, i64::try_from(limit).unwrap_or(i64::MAX)],
+                agent_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Moves every stored instant that lies after `now` back to `now`: after the wall clock was
+    /// set back, a last poke or activity "in the future" must not keep an agent fresh or
+    /// undue for the length of the jump (SPEC §3). Returns how many agents were corrected.
+    /// A clock correction, not a backoff transition: no log row.
+    pub fn clamp_future(&self, now: Millis) -> Result<usize> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE agents SET
+                     last_poke_at = min(last_poke_at, ?1),
+                     last_activity_at = min(last_activity_at, ?1),
+                     created_at = min(created_at, ?1)
+                 WHERE last_poke_at > ?1 OR last_activity_at > ?1 OR created_at > ?1",
+                [now],
+            )?)
+        })
+    }
+
+    /// Copies the WAL back into the database; `truncate` also empties the `-wal` file. A
+    /// checkpoint that cannot finish because a reader is busy is not an error: it is retried.
+    pub fn checkpoint(&self, truncate: bool) -> Result<()> {
+        let sql = if truncate {
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        } else {
+            "PRAGMA wal_checkpoint(PASSIVE)"
+        };
+        self.read(|conn| {
+            conn.query_row(sql, [], |_| Ok(()))?;
+            Ok(())
         })
     }
 

@@ -478,7 +478,9 @@ impl Store {
     pub fn interrupt_pending(&self, detail: &str) -> Result<Vec<(i64, String, Option<i64>)>> {
         self.write(|tx| {
             let mut stmt = tx.prepare_cached(
-                "UPDATE poke_log SET outcome = 'interrupted', detail = ?1, pgid = NULL
+                // RETURNING gives the new row, so the process group is kept (for the
+                // caller to stop it, and as a record of what ran).
+                "UPDATE poke_log SET outcome = 'interrupted', detail = ?1
                  WHERE outcome = 'pending'
                  RETURNING id, agent_id, pgid",
             )?;

@@ -1,0 +1,459 @@
+//! The daemon through the real binary: pokes, waking on changes, one instance per database,
+//! signals, crash recovery, command hygiene, contention.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::Env;
+
+/// A running `poked run`, killed and reaped when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn start(env: &Env, args: &[&str]) -> Daemon {
+        let log = env
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
+            .env("POKED_DB", &env.db)
+            .env_remove("POKED_NOW")
+            .env("NO_COLOR", "1")
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start daemon");
+        let daemon = Daemon { child, log };
+        // Started means: recorded itself in the database.
+        assert!(
+            wait_for(Duration::from_secs(10), || daemon_pid(env)
+                == Some(i64::from(daemon.child.id()))),
+            "daemon did not start: {}",
+            daemon.log_text()
+        );
+        daemon
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the daemon to exit, up to `timeout`; returns its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if started.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn daemon_pid(env: &Env) -> Option<i64> {
+    let conn = rusqlite::Connection::open(&env.db).ok()?;
+    conn.query_row("SELECT pid FROM daemon WHERE stopped_at IS NULL", [], |r| {
+        r.get(0)
+    })
+    .ok()
+}
+
+fn count(env: &Env, sql: &str) -> i64 {
+    env.sql().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn pokes(env: &Env, agent: &str) -> i64 {
+    env.sql()
+        .query_row(
+            "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND agent_id = ?1",
+            [agent],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+fn add(env: &Env, args: &[&str]) {
+    let out = env.cmd().arg("add").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "add {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pokes_new_agents_within_a_second_and_honours_hand_edits() {
+    let env = Env::new();
+    add(&env, &["far", "--base", "1h"]);
+    let mut daemon = Daemon::start(&env, &[]);
+    assert!(
+        wait_for(Duration::from_secs(5), || pokes(&env, "far") == 1),
+        "first poke"
+    );
+    // The daemon now sleeps until `far` is due in an hour; a new agent must wake it.
+    std::thread::sleep(Duration::from_millis(300));
+    let added = Instant::now();
+    add(&env, &["new", "--base", "1h"]);
+    assert!(
+        wait_for(Duration::from_secs(3), || pokes(&env, "new") == 1),
+        "new agent not poked"
+    );
+    let took = added.elapsed();
+    assert!(took < Duration::from_millis(1500), "woke after {took:?}");
+
+    // A pause by hand in SQL (as in the sqlite3 shell) is honoured without a signal.
+    add(
+        &env,
+        &["soon", "--base", "1s", "--fresh", "0s", "--very-stale", "0s"],
+    );
+    assert!(wait_for(Duration::from_secs(3), || pokes(&env, "soon") >= 1));
+    env.sql()
+        .execute_batch("UPDATE agents SET paused = 1 WHERE id = 'soon'")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let paused_at = pokes(&env, "soon");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(pokes(&env, "soon"), paused_at, "a paused agent was poked");
+    assert_eq!(pokes(&env, "far"), 1, "poked twice within one wait");
+
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(
+        daemon.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(count(&env, "SELECT count(*) FROM daemon WHERE stopped_at IS NOT NULL") == 1);
+}
+
+#[test]
+fn a_second_daemon_is_refused_naming_the_first() {
+    let env = Env::new();
+    add(&env, &["a", "--base", "1h"]);
+    let daemon = Daemon::start(&env, &[]);
+    let out = env.cmd().arg("run").output().unwrap();
+    crate::common::assert_error(&out, 1, &format!("pid {}", daemon.child.id()));
+    let out = env.cmd().args(["run", "--once"]).output().unwrap();
+    crate::common::assert_error(&out, 1, "already runs");
+}
+
+#[test]
+fn sigterm_waits_for_pokes_in_flight_and_leaves_none_pending() {
+    let env = Env::new();
+    add(&env, &["slow", "--base", "1h", "--", "sleep", "1"]);
+    let mut daemon = Daemon::start(&env, &[]);
+    assert!(wait_for(Duration::from_secs(5), || count(
+        &env,
+        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
+    ) == 1));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(
+        daemon.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
+        0
+    );
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'ok'"),
+        1,
+        "the poke in flight was not recorded"
+    );
+}
+
+#[test]
+fn a_second_sigint_interrupts_commands_in_flight() {
+    let env = Env::new();
+    add(&env, &["stuck", "--base", "1h", "--", "sleep", "600"]);
+    let mut daemon = Daemon::start(&env, &[]);
+    assert!(wait_for(Duration::from_secs(5), || count(
+        &env,
+        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
+    ) == 1));
+    daemon.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        daemon.child.try_wait().unwrap(),
+        None,
+        "one SIGINT must wait for the command"
+    );
+    daemon.signal(libc::SIGINT);
+    assert_eq!(
+        daemon.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn kill_9_during_a_poke_then_restart() {
+    let env = Env::new();
+    let pidfile = env.dir.path().join("child.pid");
+    let script = format!("echo $$ > {}; sleep 600 & sleep 600", pidfile.display());
+    add(
+        &env,
+        &[
+            "long",
+            "--base",
+            "4s",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let mut daemon = Daemon::start(&env, &[]);
+    assert!(wait_for(Duration::from_secs(5), || pidfile.exists()
+        && count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE pgid IS NOT NULL"
+        ) == 1));
+    let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(5));
+    // SAFETY: probing a process group with signal 0.
+    assert_eq!(
+        unsafe { libc::kill(-pgid, 0) },
+        0,
+        "the command died with the daemon; the test proves nothing"
+    );
+    let first_poke: i64 = env
+        .sql()
+        .query_row("SELECT at FROM poke_log WHERE kind = 'poke'", [], |r| r.get(0))
+        .unwrap();
+
+    let _restarted = Daemon::start(&env, &["--command-timeout", "1s"]);
+    assert!(wait_for(Duration::from_secs(5), || count(
+        &env,
+        "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
+    ) == 1));
+    // The orphaned command group is stopped by the new daemon.
+    assert!(
+        wait_for(Duration::from_secs(5), || unsafe { libc::kill(-pgid, 0) } != 0),
+        "the interrupted poke's process group survived the restart"
+    );
+    // Not re-sent before its next due time (first poke + 4s).
+    let second_poke = || -> Option<i64> {
+        env.sql()
+            .query_row(
+                "SELECT at FROM poke_log WHERE kind = 'poke' ORDER BY id LIMIT 1 OFFSET 1",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || second_poke().is_some()),
+        "never poked again"
+    );
+    let gap = second_poke().unwrap() - first_poke;
+    assert!(
+        gap >= 4000,
+        "poked again {gap} ms after the interrupted poke, before its wait of 4s"
+    );
+}
+
+#[test]
+fn command_timeout_kills_the_whole_group_and_caps_output() {
+    let env = Env::new();
+    let pidfile = env.dir.path().join("group.pid");
+    let script = format!("echo $$ > {}; sleep 600 & sleep 600", pidfile.display());
+    add(&env, &["hang", "--base", "1h", "--", "sh", "-c", &script]);
+    add(
+        &env,
+        &[
+            "chatty",
+            "--base",
+            "1h",
+            "--",
+            "sh",
+            "-c",
+            "yes 'error: too much' >&2",
+        ],
+    );
+    let started = Instant::now();
+    let out = env
+        .cmd()
+        .args(["run", "--once", "--command-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || unsafe { libc::kill(-pgid, 0) } != 0),
+        "a process of the timed-out command survived"
+    );
+    let (outcome, detail_len): (String, i64) = env
+        .sql()
+        .query_row(
+            "SELECT outcome, length(detail) FROM poke_log WHERE agent_id = 'chatty' AND kind = 'poke'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(outcome, "timeout");
+    assert!(
+        (10..=1200).contains(&detail_len),
+        "stderr kept: {detail_len} characters"
+    );
+}
+
+#[test]
+fn eight_writers_and_a_busy_daemon_lose_nothing() {
+    let env = Env::new();
+    for i in 0..40 {
+        add(
+            &env,
+            &[
+                &format!("fast-{i:02}"),
+                "--base",
+                "100ms",
+                "--fresh",
+                "0s",
+                "--very-stale",
+                "0s",
+            ],
+        );
+    }
+    add(&env, &["target", "--base", "1h"]);
+    let _daemon = Daemon::start(&env, &[]);
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let db = env.db.clone();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for _ in 0..15 {
+                    let out = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
+                        .env("POKED_DB", &db)
+                        .env_remove("POKED_NOW")
+                        .args(["activity", "target"])
+                        .output()
+                        .unwrap();
+                    if !out.status.success() {
+                        failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(failures.is_empty(), "writers failed: {failures:?}");
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE agent_id = 'target' AND kind = 'activity'"
+        ),
+        120
+    );
+    assert!(
+        count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND agent_id LIKE 'fast-%'"
+        ) > 40
+    );
+}
+
+#[test]
+fn status_record_and_heartbeat_files() {
+    let env = Env::new();
+    let hb = env.dir.path().join("hb");
+    std::fs::write(&hb, b"").unwrap();
+    add(
+        &env,
+        &[
+            "watched",
+            "--base",
+            "1s",
+            "--fresh",
+            "1s",
+            "--very-stale",
+            "2s",
+            "--heartbeat-file",
+            hb.to_str().unwrap(),
+        ],
+    );
+    let daemon = Daemon::start(&env, &[]);
+    // The heartbeat file's modification time counts as activity when the agent comes due.
+    let touch = || {
+        let f = std::fs::File::options().write(true).open(&hb).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000))
+            .unwrap();
+    };
+    touch();
+    assert!(
+        wait_for(Duration::from_secs(5), || count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE kind = 'activity'"
+        ) >= 1),
+        "{}",
+        daemon.log_text()
+    );
+    // A modification time in the future counts as now: the agent is fresh, not fresh forever.
+    let last: i64 = env
+        .sql()
+        .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
+        .unwrap();
+    assert!(last < 4_000_000_000_000, "a future mtime was stored as is");
+    let mut text = String::new();
+    std::fs::File::open(&daemon.log)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("poked daemon started"), "{text}");
+}
