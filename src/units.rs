@@ -76,16 +76,20 @@ pub fn parse_rfc3339(text: &str) -> Result<Millis, String> {
         .map_err(|e| format!("{e} (write times as RFC 3339, e.g. 2026-01-01T00:05:00Z)"))
 }
 
-/// Parses a time given on the command line: RFC 3339, or a duration meaning "that long ago".
+/// Parses a time given on the command line: RFC 3339, a duration meaning "that long ago"
+/// (`2h`), or a duration with a leading `+` meaning "that long from now" (`+10m`, for `due`).
 pub fn parse_time(text: &str, now: Millis) -> Result<Millis, String> {
     if let Ok(at) = parse_rfc3339(text) {
         return Ok(at);
     }
+    if let Some(ahead) = text.trim().strip_prefix('+') {
+        return parse_duration(ahead).map(|ms| now.saturating_add(ms));
+    }
     match parse_duration(text) {
         Ok(ago) => Ok(now.saturating_sub(ago)),
         Err(_) => Err(
-            "not a time: write RFC 3339 (2026-01-01T00:05:00Z) or a duration meaning \
-                       that long ago (2h, 30m)"
+            "not a time: write RFC 3339 (2026-01-01T00:05:00Z), a duration meaning that \
+                       long ago (2h), or +DURATION for that long from now (+10m)"
                 .into(),
         ),
     }
@@ -155,6 +159,8 @@ mod tests {
     fn times_parse_as_rfc3339_or_ago() {
         let now = parse_rfc3339("2026-01-01T01:00:00Z").unwrap();
         assert_eq!(parse_time("2h", now), parse_rfc3339("2025-12-31T23:00:00Z"));
+        assert_eq!(parse_time("+10m", now), Ok(now + 600_000));
+        assert!(parse_time("+banana", now).is_err());
         assert_eq!(parse_time("2026-01-01T00:05:00Z", now), Ok(now - 55 * 60_000));
         assert!(parse_time("banana", now).is_err());
         assert_eq!(format_time(now), "2026-01-01T01:00:00Z");
