@@ -457,3 +457,42 @@ fn status_record_and_heartbeat_files() {
         .unwrap();
     assert!(text.contains("poked daemon started"), "{text}");
 }
+
+#[test]
+fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
+    let env = Env::new();
+    add(
+        &env,
+        &[
+            "slow",
+            "--base",
+            "200ms",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+            "--",
+            "sleep",
+            "3",
+        ],
+    );
+    let daemon = Daemon::start(&env, &[]);
+    assert!(wait_for(Duration::from_secs(5), || count(
+        &env,
+        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
+    ) == 1));
+    let ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id())).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = ticks() - before;
+    // Clock ticks are 10 ms: a spinning loop would use about 200 in two seconds.
+    assert!(
+        used < 50,
+        "the daemon used {used} ticks in 2 s while a command ran"
+    );
+    assert_eq!(pokes(&env, "slow"), 1, "poked again while its poke was in flight");
+}

@@ -243,6 +243,9 @@ impl Daemon<'_> {
                 continue;
             }
             let deadline = match self.store.earliest_due()? {
+                // Due already yet not poked by this pass: its poke is still in flight (a command
+                // slower than the agent's wait). Its end wakes us; meanwhile, no spinning.
+                Some(at) if at <= self.clock.now() => Instant::now() + POLL,
                 Some(at) => {
                     let ms = u64::try_from(at.saturating_sub(self.clock.now())).unwrap_or(0);
                     Instant::now() + Duration::from_millis(ms).min(MAX_SLEEP)
@@ -311,16 +314,16 @@ impl Daemon<'_> {
     /// Sleeps until `deadline`, a stop signal, or (with `seen`) a change to the database.
     fn sleep(&mut self, scheduler: &mut Scheduler<'_>, deadline: Instant, seen: Option<i64>) -> Result<()> {
         while !self.stop.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            scheduler.wait_for_done((now + POLL).min(deadline));
             if let Some(seen) = seen
                 && self.watcher.data_version()? != seen
             {
                 break;
             }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            scheduler.wait_for_done((now + POLL).min(deadline));
         }
         Ok(())
     }
