@@ -81,6 +81,10 @@ pub enum Error {
     #[error("another poked daemon (pid {pid}) already runs on {}", path.display())]
     DaemonRunning { path: PathBuf, pid: String },
 
+    /// `poked check` found broken rules (listed on stdout).
+    #[error("check found {0} problem{s}", s = if *.0 == 1 { "" } else { "s" })]
+    CheckFailed(usize),
+
     /// A file system operation failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -30,6 +30,7 @@
 
 mod daemon;
 mod queries;
+mod report;
 mod transitions;
 
 use std::fs;
@@ -49,6 +50,9 @@ use crate::error::{Error, Result};
 
 pub use daemon::{DaemonRecord, Watcher};
 pub use queries::{HistoryFilter, LogRow};
+pub use report::{
+    Breach, CheckSnapshot, FollowStep, KINDS, LogCounts, LogSummary, OUTCOMES, PRUNE_BATCH,
+};
 pub use transitions::{Patch, PokeStarted};
 
 /// `PRAGMA application_id` of a poked database: "pokd" in ASCII.

@@ -3,8 +3,13 @@
 //! Each query is a single statement, so it reads one consistent snapshot without holding a
 //! read transaction open afterwards. The due query is a range scan of the `agents_next_due`
 //! index; history queries use the `poke_log` indexes on `(agent_id, at)` and `at`.
+//!
+//! The history query is built from only the conditions a filter uses: `(?1 IS NULL OR
+//! agent_id = ?1)` would be one cached statement, but SQLite cannot use an index for a term that
+//! may be switched off, so every such query would scan the whole log.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, Row, params_from_iter};
 
 use super::Store;
 use crate::agent::{Agent, Settings};
@@ -71,10 +76,10 @@ pub struct LogRow {
     pub detail: Option<String>,
 }
 
-const LOG_COLUMNS: &str =
+pub(super) const LOG_COLUMNS: &str =
     "id, agent_id, at, kind, interval_ms, consecutive_misses, outcome, exit_code, duration_ms, detail";
 
-fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
+pub(super) fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
     Ok(LogRow {
         id: row.get(0)?,
         agent_id: row.get(1)?,
@@ -89,16 +94,97 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
     })
 }
 
-/// Which log rows to read.
+/// Which log rows to read. Every condition given must hold; an empty list allows anything.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
     pub agent_id: Option<String>,
+    /// Rows at or after this time.
     pub since: Option<Millis>,
+    /// Rows at or before this time.
     pub until: Option<Millis>,
+    /// Only rows of these kinds (`poke`, `miss`, ...).
+    pub kinds: Vec<String>,
+    /// Only rows with one of these outcomes (which only pokes have).
+    pub outcomes: Vec<String>,
     /// Only rows with an id above this (for following the log).
     pub after_id: Option<i64>,
     /// The newest `limit` rows of the selection (still printed oldest first).
     pub limit: Option<i64>,
+}
+
+/// How [`log_select`] reads the rows it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LogOrder {
+    /// Oldest first by time, through the `poke_log` indexes (`history`).
+    ByTime,
+    /// By id, walking the rowid range above `after_id` only: following the log reads just the
+    /// rows committed since the last look, however large the log is.
+    NewRows,
+}
+
+/// The `SELECT` for `filter`, with its parameters. Only the conditions in use appear, so the
+/// agent + time case is a range of `poke_log_agent_at` and the time-only case a range of
+/// `poke_log_at`. For [`LogOrder::NewRows`] the other conditions are written `+column`, which
+/// keeps SQLite from choosing their indexes over the (short) rowid range.
+pub(super) fn log_select(filter: &HistoryFilter, order: LogOrder) -> (String, Vec<Value>) {
+    let mut args: Vec<Value> = Vec::new();
+    let mut bind = |value: Value| {
+        args.push(value);
+        format!("?{}", args.len())
+    };
+    let col = |name: &str| match order {
+        LogOrder::ByTime => name.to_string(),
+        LogOrder::NewRows => format!("+{name}"),
+    };
+    let mut terms = Vec::new();
+    if let Some(after) = filter.after_id {
+        terms.push(format!("id > {}", bind(after.into())));
+    }
+    if let Some(agent) = &filter.agent_id {
+        terms.push(format!("{} = {}", col("agent_id"), bind(agent.clone().into())));
+    }
+    if let Some(since) = filter.since {
+        terms.push(format!("{} >= {}", col("at"), bind(since.into())));
+    }
+    if let Some(until) = filter.until {
+        terms.push(format!("{} <= {}", col("at"), bind(until.into())));
+    }
+    for (name, values) in [("kind", &filter.kinds), ("outcome", &filter.outcomes)] {
+        if !values.is_empty() {
+            let list: Vec<String> = values.iter().map(|v| bind(v.clone().into())).collect();
+            terms.push(format!("{} IN ({})", col(name), list.join(", ")));
+        }
+    }
+    let conditions = if terms.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", terms.join(" AND "))
+    };
+    let sql = match (order, filter.limit) {
+        (LogOrder::NewRows, _) => format!("SELECT {LOG_COLUMNS} FROM poke_log{conditions} ORDER BY id"),
+        (LogOrder::ByTime, None) => {
+            format!("SELECT {LOG_COLUMNS} FROM poke_log{conditions} ORDER BY at, id")
+        }
+        // The newest rows, read newest first straight off the index; [`query_log`] turns them
+        // around (no sort in SQL).
+        (LogOrder::ByTime, Some(limit)) => {
+            let limit = bind(limit.into());
+            format!("SELECT {LOG_COLUMNS} FROM poke_log{conditions} ORDER BY at DESC, id DESC LIMIT {limit}")
+        }
+    };
+    (sql, args)
+}
+
+/// The rows `filter` selects, oldest first (see [`Store::history`]).
+pub(super) fn query_log(conn: &rusqlite::Connection, filter: &HistoryFilter) -> Result<Vec<LogRow>> {
+    let (sql, args) = log_select(filter, LogOrder::ByTime);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), log_from_row)?;
+    let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    if filter.limit.is_some() {
+        rows.reverse();
+    }
+    Ok(rows)
 }
 
 impl Store {
@@ -152,28 +238,18 @@ impl Store {
         })
     }
 
-    /// Log rows matching `filter`, oldest first.
+    /// Log rows matching `filter`, oldest first (by time, then id); with a limit, the newest
+    /// `limit` of them, still oldest first.
     pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<LogRow>> {
+        self.read(|conn| query_log(conn, filter))
+    }
+
+    /// `EXPLAIN QUERY PLAN` of [`Store::history`] for `filter`, one line per step (for tests).
+    pub fn history_plan(&self, filter: &HistoryFilter) -> Result<Vec<String>> {
         self.read(|conn| {
-            let sql = format!(
-                "SELECT {LOG_COLUMNS} FROM (
-                     SELECT {LOG_COLUMNS} FROM poke_log
-                     WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR at >= ?2)
-                       AND (?3 IS NULL OR at <= ?3) AND (?4 IS NULL OR id > ?4)
-                     ORDER BY at DESC, id DESC LIMIT ?5)
-                 ORDER BY at, id"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![
-                    filter.agent_id,
-                    filter.since,
-                    filter.until,
-                    filter.after_id,
-                    filter.limit.unwrap_or(-1)
-                ],
-                log_from_row,
-            )?;
+            let (sql, args) = log_select(filter, LogOrder::ByTime);
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let rows = stmt.query_map(params_from_iter(args), |row| row.get::<_, String>(3))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
