@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backoff::Strategy;
@@ -177,6 +178,62 @@ pub enum Command {
         json: bool,
     },
 
+    /// The log, oldest first: every transition, and each poke's outcome
+    #[command(
+        after_help = "Times are RFC 3339 or a duration meaning that long ago (`--since 2h`).\n\
+        With --follow, --json prints one object per line, and a poke is printed again once its \
+        outcome is recorded."
+    )]
+    History(HistoryArgs),
+
+    /// Per agent: pokes, misses, activities and outcomes in the log, and the current state
+    Stats {
+        /// Count the log from this time on: RFC 3339, or a duration meaning that long ago
+        /// [default: the whole log]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        since: Option<String>,
+        /// Print JSON (an array, one object per agent)
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The agent due next, and when; --wait blocks until it is due
+    Next {
+        /// Wait until the next agent is due (following changes to the database), then print it
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON (the agent, with `due_in_ms`; `null` when none will come due)
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Delete log rows older than a duration, keeping each agent's newest row and pending pokes
+    Prune {
+        /// Delete rows older than this (`30d`, `12h`)
+        #[arg(long, required = true, value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
+        older_than: i64,
+        /// Only count the rows that would be deleted
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Check the file's integrity and poked's invariants; exit 1 listing each problem
+    Check {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The database, its size, agent counts, and whether a daemon runs on it
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// The scheduler: poke every agent when it is due
     Run(RunArgs),
 
@@ -206,6 +263,37 @@ pub struct RunArgs {
     /// Prune log rows older than this, in small batches, about once an hour
     #[arg(long, value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub retain: Option<i64>,
+}
+
+/// Options of `poked history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this agent's rows (a removed agent's history stays until pruned or purged)
+    pub id: Option<AgentIdArg>,
+    /// Rows at or after this time: RFC 3339, or a duration meaning that long ago
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Rows at or before this time (not with --follow)
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true, conflicts_with = "follow")]
+    pub until: Option<String>,
+    /// Only rows of this kind; repeat for several
+    #[arg(long, value_name = "KIND", value_parser = PossibleValuesParser::new(crate::store::KINDS.iter().copied()))]
+    pub kind: Vec<String>,
+    /// Only pokes with this outcome; repeat for several
+    #[arg(long, value_name = "OUTCOME", value_parser = PossibleValuesParser::new(crate::store::OUTCOMES.iter().copied()))]
+    pub outcome: Vec<String>,
+    /// Only the newest N rows of the selection, still printed oldest first
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
+    pub limit: Option<i64>,
+    /// Print JSON: an array of log rows (with --follow, one object per line)
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV (RFC 4180: CRLF line ends, quoted where needed) with a header row
+    #[arg(long)]
+    pub csv: bool,
+    /// After the selection, print each new row as it is committed, until interrupted
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// The backoff settings shared by `add` and `set`.

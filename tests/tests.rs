@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod daemon;
 mod files;
+mod operator;
 mod store;
 mod timeline;
 mod views;

@@ -6,7 +6,10 @@
 
 mod agents;
 mod demo;
+mod history;
 mod output;
+mod poll;
+mod report;
 mod run;
 mod view;
 
@@ -104,6 +107,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::List { json } => view::list(&ctx, out, json),
         Command::Show { id, json } => view::show(&ctx, out, &id, json),
         Command::Due { at, json } => view::due(&ctx, out, at.as_deref(), json),
+        Command::History(args) => history::history(&ctx, out, &args),
+        Command::Stats { since, json } => report::stats(&ctx, out, since.as_deref(), json),
+        Command::Next { wait, json } => report::next(&ctx, out, wait, json),
+        Command::Prune {
+            older_than,
+            dry_run,
+            json,
+        } => report::prune(&ctx, out, older_than, dry_run, json),
+        Command::Check { json } => report::check(&ctx, out, json),
+        Command::Status { json } => report::status(&ctx, out, json),
         Command::Run(args) => run::run(&ctx, out, &args),
         Command::Demo { keep, duration } => demo::demo(&ctx, out, keep, duration),
     }

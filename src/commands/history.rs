@@ -1,0 +1,312 @@
+//! `poked history`: the log as a table, JSON or CSV, and `--follow`.
+//!
+//! # Formats
+//!
+//! The table has one line per row (control characters in a detail are shown escaped). `--json`
+//! is an array of objects with the keys of [`log_json`]; `--csv` has a header row of the same
+//! keys and quotes fields as RFC 4180 says (CRLF line ends; a field holding a comma, a quote, CR
+//! or LF is quoted and its quotes doubled), so any detail survives a CSV parser.
+//!
+//! # Following
+//!
+//! `--follow` prints the selection, then every new row that matches as it is committed, by any
+//! process. A poke is committed `pending` and its outcome recorded later: the row is printed
+//! when it appears and again once its outcome is known (with `--outcome`, only the versions that
+//! match). A JSON array cannot be streamed, so with `--follow`, `--json` prints one object per
+//! line. `--limit N` shows the newest N rows first, as `tail -n N -f` does; `--until` is refused,
+//! since no new row could match it. It ends with exit 0 on SIGINT, SIGTERM or a closed stdout.
+//! (New rows are found by id; `rm --purge` of the agent that wrote the newest rows lets SQLite
+//! give their ids out again, and rows written under a reused id while following are missed.)
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use super::output::{log_json, one_line, print_json};
+use super::poll::{POLL_INTERVAL, Poll, stdout_closed};
+use super::{Context, io_err};
+use crate::agent::AgentId;
+use crate::cli::HistoryArgs;
+use crate::error::{Error, Result};
+use crate::store::{HistoryFilter, LogRow, Store};
+use crate::units::{format_duration, format_time};
+
+/// How rows are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `poked history`.
+pub fn history(ctx: &Context, out: &mut dyn Write, args: &HistoryArgs) -> Result<()> {
+    let id = args.id.as_deref().map(AgentId::parse).transpose()?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| ctx.parse_time("--since", t))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| ctx.parse_time("--until", t))
+        .transpose()?;
+    if let (Some(since), Some(until), Some(text)) = (since, until, args.until.as_deref())
+        && until < since
+    {
+        return Err(Error::invalid(
+            "--until",
+            text,
+            format!("is before --since ({})", format_time(since)),
+        ));
+    }
+    let format = match (args.json, args.csv) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Csv,
+        _ => Format::Table,
+    };
+    let filter = HistoryFilter {
+        agent_id: id.as_ref().map(ToString::to_string),
+        since,
+        until,
+        kinds: args.kind.clone(),
+        outcomes: args.outcome.clone(),
+        after_id: None,
+        limit: args.limit,
+    };
+    // Following needs a second connection for the watcher.
+    let store = ctx.open_with(false, if args.follow { 2 } else { 1 })?;
+    if let Some(id) = &id
+        && !store.agent_known(id.as_str())?
+    {
+        return Err(Error::UnknownAgent(id.to_string()));
+    }
+    if args.follow {
+        return follow(&store, out, &filter, format);
+    }
+    let rows = store.history(&filter)?;
+    match format {
+        Format::Json => print_json(out, &Value::Array(rows.iter().map(log_json).collect())),
+        Format::Csv => {
+            write_csv_header(out)?;
+            rows.iter().try_for_each(|row| write_csv_row(out, row))
+        }
+        Format::Table if rows.is_empty() => writeln!(out, "no log rows match").map_err(io_err),
+        Format::Table => LogTable::fitted(&rows, false).write(out, &rows),
+    }
+}
+
+/// `--follow`: the selection, then new rows until a signal or a closed stdout.
+fn follow(store: &Store, out: &mut dyn Write, filter: &HistoryFilter, format: Format) -> Result<()> {
+    // The watcher starts before the first read, so a commit after that read is always noticed.
+    let mut poll = Poll::new(store, true)?;
+    let (rows, mut last_id, mut watched) = store.follow_start(filter)?;
+    let mut table = LogTable::fitted(&rows, true);
+    match format {
+        Format::Table => table.write(out, &rows)?,
+        Format::Csv => {
+            write_csv_header(out)?;
+            rows.iter().try_for_each(|row| write_csv_row(out, row))?;
+        }
+        Format::Json => rows.iter().try_for_each(|row| write_json_line(out, row))?,
+    }
+    out.flush().map_err(io_err)?;
+    let wanted = |row: &LogRow| {
+        filter.outcomes.is_empty() || row.outcome.as_ref().is_some_and(|o| filter.outcomes.contains(o))
+    };
+    loop {
+        if poll.stopped() || stdout_closed() {
+            return Ok(());
+        }
+        if !poll.wait(POLL_INTERVAL)? {
+            continue;
+        }
+        let step = store.follow_step(filter, last_id, &watched)?;
+        last_id = step.last_id;
+        watched.retain(|id| !step.gone.contains(id) && !step.resolved.iter().any(|r| r.id == *id));
+        let mut show: Vec<LogRow> = step.resolved.into_iter().filter(|r| wanted(r)).collect();
+        for row in step.rows {
+            if row.outcome.as_deref() == Some("pending") {
+                watched.push(row.id);
+            }
+            if wanted(&row) {
+                show.push(row);
+            }
+        }
+        if show.is_empty() {
+            continue;
+        }
+        match format {
+            Format::Table => table.write(out, &show)?,
+            Format::Csv => show.iter().try_for_each(|row| write_csv_row(out, row))?,
+            Format::Json => show.iter().try_for_each(|row| write_json_line(out, row))?,
+        }
+        out.flush().map_err(io_err)?;
+    }
+}
+
+fn write_json_line(out: &mut dyn Write, row: &LogRow) -> Result<()> {
+    serde_json::to_writer(&mut *out, &log_json(row)).map_err(|e| io_err(e.into()))?;
+    writeln!(out).map_err(io_err)
+}
+
+/// The CSV columns: the keys of the JSON objects, in the same order.
+const CSV_HEADER: [&str; 10] = [
+    "id",
+    "agent_id",
+    "at",
+    "kind",
+    "interval_ms",
+    "consecutive_misses",
+    "outcome",
+    "exit_code",
+    "duration_ms",
+    "detail",
+];
+
+fn write_csv_header(out: &mut dyn Write) -> Result<()> {
+    write_csv_record(out, &CSV_HEADER.map(String::from))
+}
+
+fn write_csv_row(out: &mut dyn Write, row: &LogRow) -> Result<()> {
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    write_csv_record(
+        out,
+        &[
+            row.id.to_string(),
+            row.agent_id.clone(),
+            format_time(row.at),
+            row.kind.clone(),
+            row.interval_ms.to_string(),
+            row.consecutive_misses.to_string(),
+            row.outcome.clone().unwrap_or_default(),
+            opt(row.exit_code),
+            opt(row.duration_ms),
+            row.detail.clone().unwrap_or_default(),
+        ],
+    )
+}
+
+/// One RFC 4180 record: fields holding a comma, quote, CR or LF are quoted, quotes doubled;
+/// CRLF at the end.
+fn write_csv_record(out: &mut dyn Write, fields: &[String]) -> Result<()> {
+    let mut line = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        if field.contains([',', '"', '\r', '\n']) {
+            line.push('"');
+            line.push_str(&field.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(field);
+        }
+    }
+    line.push_str("\r\n");
+    out.write_all(line.as_bytes()).map_err(io_err)
+}
+
+const HEADER: [&str; 9] = [
+    "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
+];
+/// Numbers are right-aligned.
+const RIGHT: [bool; 9] = [false, false, false, true, true, false, true, true, false];
+/// Widths that fit most rows, so a followed log stays aligned as rows arrive: a time with
+/// milliseconds, `interrupted`, a `16m52.5s` interval.
+const FOLLOW_WIDTHS: [usize; 9] = [24, 12, 8, 9, 6, 11, 4, 8, 0];
+
+/// The log table, written a batch at a time with the same column widths (the same layout as
+/// the table of `poked show`).
+struct LogTable {
+    widths: [usize; 9],
+    header_written: bool,
+}
+
+impl LogTable {
+    /// Widths that fit the header and `rows` (and, for following, the usual widths).
+    fn fitted(rows: &[LogRow], follow: bool) -> LogTable {
+        let mut widths = HEADER.map(|h| h.chars().count());
+        if follow {
+            for (w, min) in widths.iter_mut().zip(FOLLOW_WIDTHS) {
+                *w = (*w).max(min);
+            }
+        }
+        for row in rows {
+            for (w, cell) in widths.iter_mut().zip(cells(row)) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        LogTable {
+            widths,
+            header_written: false,
+        }
+    }
+
+    fn write(&mut self, out: &mut dyn Write, rows: &[LogRow]) -> Result<()> {
+        if !self.header_written {
+            self.line(out, HEADER.map(String::from))?;
+            self.header_written = true;
+        }
+        rows.iter().try_for_each(|row| self.line(out, cells(row)))
+    }
+
+    fn line(&mut self, out: &mut dyn Write, cells: [String; 9]) -> Result<()> {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            // A later row wider than the columns so far widens them from then on.
+            let len = cell.chars().count();
+            self.widths[i] = self.widths[i].max(len);
+            let pad = " ".repeat(self.widths[i] - len);
+            if RIGHT[i] {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+            line.push_str("  ");
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(io_err)
+    }
+}
+
+fn cells(r: &LogRow) -> [String; 9] {
+    [
+        format_time(r.at),
+        r.agent_id.clone(),
+        r.kind.clone(),
+        format_duration(r.interval_ms),
+        r.consecutive_misses.to_string(),
+        r.outcome.clone().unwrap_or_default(),
+        r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+        r.duration_ms.map(format_duration).unwrap_or_default(),
+        one_line(r.detail.as_deref().unwrap_or_default()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        let mut out = Vec::new();
+        write_csv_record(
+            &mut out,
+            &[
+                "plain".into(),
+                "a,b".into(),
+                "say \"hi\"".into(),
+                "two\nlines".into(),
+                String::new(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n"
+        );
+    }
+}
