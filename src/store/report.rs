@@ -434,8 +434,8 @@ fn read_invariants(conn: &Connection) -> Result<CheckSnapshot> {
             Some(id),
             "latest_log_matches_state",
             format!(
-                "its newest log row {log_id} (`{kind}`) says interval {} and {log_misses} misses, \
-                 the agent has {} and {misses}",
+                "its newest log row {log_id} (`{kind}`) has interval {} and {log_misses} misses; \
+                 the agent has interval {} and {misses} misses",
                 ms(log_interval),
                 ms(interval)
             ),
