@@ -1128,3 +1128,58 @@ fn json_keys_mean_the_same_in_every_command() {
         show["recent_log"].as_array().unwrap().last().unwrap().clone()
     );
 }
+
+#[test]
+fn check_and_prune_during_writes_report_no_false_breach() {
+    let env = Env::new();
+    env.ok(T, &["add", "a"]);
+    env.ok(T, &["add", "b"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (env.db.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let store = Store::open(
+                &db,
+                OpenOptions {
+                    synchronous: poked::store::Synchronous::Normal,
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap();
+            let draw = poked::random::FixedDraw(0.0);
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for id in ["a", "b"] {
+                    let id = poked::agent::AgentId::parse(id).unwrap();
+                    let at = ms(T) + n;
+                    match n % 4 {
+                        0 | 1 => store.record_miss(&id, at, &draw).unwrap(),
+                        2 => store.record_poke(&id, at, &draw).unwrap(),
+                        _ => store.record_activity(&id, at, at, &draw).unwrap(),
+                    };
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut results = Vec::new();
+    for i in 0..6 {
+        results.push(env.at("2026-01-02T00:00:00Z", &["check"]));
+        if i % 2 == 1 {
+            results.push(env.at("2026-01-02T00:00:00Z", &["prune", "--older-than", "1s"]));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let transitions = writer.join().unwrap();
+    assert!(transitions > 10, "the writer barely ran ({transitions} rounds)");
+    for out in results {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(env.ok("2026-01-02T00:00:00Z", &["check"]).starts_with("ok:"));
+}
