@@ -496,3 +496,50 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
     );
     assert_eq!(pokes(&env, "slow"), 1, "poked again while its poke was in flight");
 }
+
+#[test]
+fn retain_prunes_old_log_rows_but_keeps_each_agents_newest() {
+    let env = Env::new();
+    let three_hours_ago =
+        poked::units::format_time(poked::units::parse_rfc3339(&chrono_now()).unwrap() - 3 * 3_600_000);
+    for args in [
+        &["add", "old", "--base", "1h", "--max", "2h"][..],
+        &["miss", "old"],
+        &["miss", "old"],
+    ] {
+        env.ok(&three_hours_ago, args);
+    }
+    env.ok(&three_hours_ago, &["add", "gone", "--base", "1h"]);
+    env.ok(&three_hours_ago, &["rm", "gone"]);
+    assert_eq!(count(&env, "SELECT count(*) FROM poke_log"), 5);
+    let _daemon = Daemon::start(&env, &["--retain", "1h"]);
+    // `old` is overdue, so it gets a new poke (and miss); every row from three hours ago then
+    // goes, except `gone`'s newest (its `removed` row), which is evidence of its end.
+    assert!(
+        wait_for(Duration::from_secs(5), || count(
+            &env,
+            &format!(
+                "SELECT count(*) FROM poke_log WHERE at <= {}",
+                poked::units::parse_rfc3339(&three_hours_ago).unwrap()
+            )
+        ) == 1),
+        "old rows were not pruned"
+    );
+    let kept: String = env
+        .sql()
+        .query_row("SELECT kind FROM poke_log WHERE agent_id = 'gone'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(kept, "removed");
+    assert!(pokes(&env, "old") >= 1);
+}
+
+/// The current wall-clock time as RFC 3339: the daemon under test runs on the real clock.
+#[allow(clippy::disallowed_methods)]
+fn chrono_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    poked::units::format_time(now.as_millis() as i64)
+}

@@ -49,6 +49,12 @@ const POLL: Duration = Duration::from_millis(200);
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// A difference between wall and monotonic time larger than this is a clock jump.
 const JUMP: i64 = 30_000;
+/// How far ahead of the daemon's `now` a stored instant may lie before it counts as written
+/// by a clock that was later set back. The clamp reads `now` before it waits for the write
+/// lock, so a transition another process commits meanwhile carries a slightly later time; it
+/// is the truth, not a clock error, and must not be rewritten (the reliability suite's kill
+/// loop caught activity times moved back a few milliseconds, out of step with their log rows).
+const FUTURE_SLACK: i64 = 500;
 /// How often an idle daemon refreshes its `last_pass_at` and checkpoints the WAL.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// How often `--retain` prunes the log.
@@ -96,7 +102,7 @@ pub fn serve_until(
             "recovered pokes left pending by a stopped daemon"
         );
     }
-    let clamped = store.clamp_future(clock.now())?;
+    let clamped = store.clamp_future(clock.now().saturating_add(FUTURE_SLACK))?;
     if clamped > 0 {
         tracing::warn!(
             agents = clamped,
@@ -275,7 +281,7 @@ impl Daemon<'_> {
         if let Some(retain) = self.options.retain_ms
             && self.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
         {
-            let pruned = prune_placeholder(self.store, now.saturating_sub(retain), PRUNE_BATCH)?;
+            let pruned = self.store.prune(now.saturating_sub(retain), PRUNE_BATCH, false)?;
             if pruned > 0 {
                 tracing::info!(rows = pruned, older_than = %format_duration(retain), "pruned the log");
             }
@@ -300,7 +306,7 @@ impl Daemon<'_> {
             return Ok(false);
         }
         if mono_ms.saturating_sub(wall_ms) > JUMP {
-            let clamped = self.store.clamp_future(now)?;
+            let clamped = self.store.clamp_future(now.saturating_add(FUTURE_SLACK))?;
             if clamped > 0 {
                 tracing::warn!(
                     agents = clamped,
@@ -327,9 +333,4 @@ impl Daemon<'_> {
         }
         Ok(())
     }
-}
-
-// Replaced by Store::prune when the operator commands land (same session).
-fn prune_placeholder(_store: &Store, _before: Millis, _batch: usize) -> Result<u64> {
-    Ok(0)
 }
