@@ -21,23 +21,23 @@ use crate::units;
 pub struct Cli {
     /// The database file [default: $POKED_DB, else $XDG_STATE_HOME/poked/poked.db, else
     /// ~/.local/state/poked/poked.db]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = "Global options")]
     pub db: Option<PathBuf>,
 
     /// Commit durability: `full` survives power loss, `normal` is faster [env: POKED_SYNCHRONOUS]
-    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    #[arg(long, global = true, value_enum, value_name = "LEVEL", help_heading = "Global options")]
     pub synchronous: Option<SyncLevel>,
 
     /// More log output (-v, -vv)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet", help_heading = "Global options")]
     pub verbose: u8,
 
     /// Only errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
 
     /// Log format on stderr
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT", help_heading = "Global options")]
     pub log_format: LogFormat,
 
     /// Print the database path poked would use, and exit
@@ -170,8 +170,9 @@ pub enum Command {
 
     /// The agents due at a time, soonest first
     Due {
-        /// RFC 3339, or a duration meaning that long ago [default: now]
-        #[arg(long, value_name = "TIME")]
+        /// RFC 3339, a duration meaning that long ago (`2h`), or `+10m` for ten minutes from
+        /// now [default: now]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
         at: Option<String>,
         /// Print JSON (an array of agents)
         #[arg(long)]
