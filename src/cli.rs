@@ -235,6 +235,28 @@ pub enum Command {
         json: bool,
     },
 
+    /// Add agents from JSON lines, the format of `poked export` (one batch of 5000 per
+    /// transaction; a bad line stops the import and names its line number)
+    #[command(
+        after_help = "Only \"id\" is required: {\"id\":\"hq-mayor\",\"base_interval_ms\":60000}. \
+        Missing keys take the defaults of `poked add`."
+    )]
+    Import {
+        /// The file of JSON lines, or `-` for standard input
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// Overwrite agents that already exist (their history stays) instead of stopping
+        #[arg(long)]
+        replace: bool,
+    },
+
+    /// Every agent as JSON lines, one object per line, by id (what `poked import` reads)
+    Export {
+        /// One JSON object per line (the only format, and the default)
+        #[arg(long)]
+        json_lines: bool,
+    },
+
     /// The scheduler: poke every agent when it is due
     Run(RunArgs),
 

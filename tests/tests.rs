@@ -8,4 +8,5 @@ mod files;
 mod operator;
 mod store;
 mod timeline;
+mod transfer;
 mod views;

@@ -11,6 +11,7 @@ mod output;
 mod poll;
 mod report;
 mod run;
+pub mod transfer;
 mod view;
 
 use std::io::Write;
@@ -117,6 +118,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         } => report::prune(&ctx, out, older_than, dry_run, json),
         Command::Check { json } => report::check(&ctx, out, json),
         Command::Status { json } => report::status(&ctx, out, json),
+        Command::Import { file, replace } => {
+            transfer::import(&ctx, out, &file, transfer::ImportOptions { replace })
+        }
+        Command::Export { json_lines: _ } => transfer::export(&ctx, out),
         Command::Run(args) => run::run(&ctx, out, &args),
         Command::Demo { keep, duration } => demo::demo(&ctx, out, keep, duration),
     }

@@ -29,6 +29,7 @@
 //! SQLite 3.37 so Debian's `sqlite3` shell (3.40) can open the file.
 
 mod daemon;
+mod import;
 mod queries;
 mod report;
 mod transitions;
@@ -49,6 +50,7 @@ use scheduled_thread_pool::ScheduledThreadPool;
 use crate::error::{Error, Result};
 
 pub use daemon::{DaemonRecord, Watcher};
+pub use import::{BatchFailure, ImportCounts};
 pub use queries::{HistoryFilter, LogRow};
 pub use report::{
     Breach, CheckSnapshot, FollowStep, KINDS, LogCounts, LogSummary, OUTCOMES, PRUNE_BATCH,

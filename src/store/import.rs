@@ -1,0 +1,217 @@
+//! Bulk writes and reads for `poked import` and `poked export`.
+//!
+//! An import arrives in batches of already validated agents; each batch is one `BEGIN IMMEDIATE`
+//! transaction that inserts every agent row with all of its state and appends one log row per
+//! agent, so the log agrees with the agents table exactly as it does after `poked add`: the
+//! row's `interval_ms` and `consecutive_misses` are the agent's. The row is `added` also when the
+//! agent replaced an existing one (`--replace`): its whole state starts again from the line, as
+//! after `add`, and the row's detail says it was a replacement; the earlier history stays. Any
+//! failure rolls the whole batch back.
+//!
+//! The statements are prepared once per connection (`prepare_cached`) and each agent costs two
+//! inserts: nothing is read back inside the transaction. A duplicate id is found by the primary
+//! key itself rather than by a lookup before each insert.
+//!
+//! An export reads every agent in one statement, so it sees one consistent snapshot, and hands
+//! the agents over one at a time instead of collecting a million of them in memory.
+
+use rusqlite::{Statement, Transaction, params};
+
+use super::Store;
+use super::queries::{AGENT_COLUMNS, agent_from_row};
+use crate::agent::{Agent, Settings};
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::units::format_duration;
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportCounts {
+    /// Agents that did not exist before.
+    pub added: u64,
+    /// Existing agents replaced (only with `replace`).
+    pub replaced: u64,
+}
+
+/// Why a batch was not written, and which of its agents caused it (when one did).
+#[derive(Debug)]
+pub struct BatchFailure {
+    /// The position in the batch of the agent that could not be written.
+    pub index: Option<usize>,
+    pub error: Error,
+}
+
+const INSERT_AGENT: &str =
+    "INSERT INTO agents (id, strategy, base_interval_ms, max_interval_ms, factor, jitter,
+         fresh_ms, very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at,
+         last_activity_at, paused, command, heartbeat_file, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+const INSERT_LOG: &str = "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, detail)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+impl Store {
+    /// Writes a batch of validated agents in one transaction, with their log rows (see the
+    /// module doc). An id that already exists is [`Error::AgentExists`] unless `replace`, which
+    /// overwrites the agent's row. `now` is the time of the log rows. On failure nothing of the
+    /// batch is written.
+    pub fn import_batch(
+        &self,
+        agents: &[Agent],
+        replace: bool,
+        now: Millis,
+    ) -> std::result::Result<ImportCounts, BatchFailure> {
+        let mut failed_at = None;
+        let result = self.write(|tx| {
+            let mut counts = ImportCounts::default();
+            let mut insert = tx.prepare_cached(INSERT_AGENT)?;
+            let mut log = tx.prepare_cached(INSERT_LOG)?;
+            // A fleet shares its settings: the log row's text is made again only when they change.
+            let mut detail = Detail::default();
+            for (i, agent) in agents.iter().enumerate() {
+                failed_at = Some(i);
+                let existed = replace && delete_agent(tx, &agent.id)?;
+                insert_agent(&mut insert, agent)?;
+                log.execute(params![
+                    agent.id,
+                    now,
+                    "added",
+                    agent.current_interval_ms,
+                    agent.consecutive_misses,
+                    detail.of(&agent.settings, agent.paused, existed)
+                ])?;
+                if existed {
+                    counts.replaced += 1;
+                } else {
+                    counts.added += 1;
+                }
+            }
+            failed_at = None;
+            Ok(counts)
+        });
+        result.map_err(|error| BatchFailure {
+            index: failed_at,
+            error,
+        })
+    }
+
+    /// Calls `f` with every agent, by id, from one consistent snapshot, without holding them all
+    /// in memory. An error from `f` stops the walk and is returned.
+    pub fn each_agent(&self, mut f: impl FnMut(Agent) -> Result<()>) -> Result<()> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                f(agent_from_row(row)?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Deletes an agent's row (not its history) so an import can replace it; whether it existed.
+fn delete_agent(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("DELETE FROM agents WHERE id = ?1")?
+        .execute([id])?
+        == 1)
+}
+
+fn insert_agent(insert: &mut Statement<'_>, agent: &Agent) -> Result<()> {
+    let s = &agent.settings;
+    let command = match &s.command {
+        // Serialising a list of strings cannot fail.
+        Some(argv) => Some(serde_json::to_string(argv).map_err(|e| Error::Usage(e.to_string()))?),
+        None => None,
+    };
+    let inserted = insert.execute(params![
+        agent.id,
+        s.strategy.as_str(),
+        s.base_interval_ms,
+        s.max_interval_ms,
+        s.factor,
+        s.jitter,
+        s.fresh_ms,
+        s.very_stale_ms,
+        agent.current_interval_ms,
+        agent.wait_ms,
+        agent.consecutive_misses,
+        agent.last_poke_at,
+        agent.last_activity_at,
+        agent.paused,
+        command,
+        s.heartbeat_file,
+        agent.created_at,
+        agent.updated_at,
+    ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate_id(&e) => Err(Error::AgentExists(agent.id.clone())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_duplicate_id(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// The detail of an imported agent's log row, in the form of `add`'s:
+/// `imported: geometric 5m..30m ×1.5 jitter 0.2, paused`; remembered for the next agent, which
+/// in a fleet usually has the same settings.
+#[derive(Default)]
+struct Detail {
+    made_for: Option<(Settings, bool, bool)>,
+    text: String,
+}
+
+impl Detail {
+    fn of(&mut self, s: &Settings, paused: bool, replaced: bool) -> &str {
+        let same = self.made_for.as_ref().is_some_and(|(made, p, r)| {
+            (
+                made.strategy,
+                made.base_interval_ms,
+                made.max_interval_ms,
+                made.factor,
+                made.jitter,
+                *p,
+                *r,
+            ) == (
+                s.strategy,
+                s.base_interval_ms,
+                s.max_interval_ms,
+                s.factor,
+                s.jitter,
+                paused,
+                replaced,
+            )
+        });
+        if !same {
+            self.text = describe(s, paused, replaced);
+            self.made_for = Some((s.clone(), paused, replaced));
+        }
+        &self.text
+    }
+}
+
+fn describe(s: &Settings, paused: bool, replaced: bool) -> String {
+    let mut text = format!(
+        "{}: {} {}..{} ×{}",
+        if replaced {
+            "replaced by import"
+        } else {
+            "imported"
+        },
+        s.strategy,
+        format_duration(s.base_interval_ms),
+        format_duration(s.max_interval_ms),
+        s.factor
+    );
+    if s.jitter > 0.0 {
+        text.push_str(&format!(" jitter {}", s.jitter));
+    }
+    if paused {
+        text.push_str(", paused");
+    }
+    text
+}
