@@ -22,14 +22,14 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use super::output::{log_json, one_line, print_json};
+use super::output::{LOG_HEADER, log_cells, log_json, print_json};
 use super::poll::{POLL_INTERVAL, Poll, stdout_closed};
 use super::{Context, io_err};
 use crate::agent::AgentId;
 use crate::cli::HistoryArgs;
 use crate::error::{Error, Result};
 use crate::store::{HistoryFilter, LogRow, Store};
-use crate::units::{format_duration, format_time};
+use crate::units::format_time;
 
 /// How rows are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,9 +208,7 @@ fn write_csv_record(out: &mut dyn Write, fields: &[String]) -> Result<()> {
     out.write_all(line.as_bytes()).map_err(io_err)
 }
 
-const HEADER: [&str; 9] = [
-    "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
-];
+const HEADER: [&str; 9] = LOG_HEADER;
 /// Numbers are right-aligned.
 const RIGHT: [bool; 9] = [false, false, false, true, true, false, true, true, false];
 /// Widths that fit most rows, so a followed log stays aligned as rows arrive: a time with
@@ -234,7 +232,7 @@ impl LogTable {
             }
         }
         for row in rows {
-            for (w, cell) in widths.iter_mut().zip(cells(row)) {
+            for (w, cell) in widths.iter_mut().zip(log_cells(row)) {
                 *w = (*w).max(cell.chars().count());
             }
         }
@@ -249,7 +247,7 @@ impl LogTable {
             self.line(out, HEADER.map(String::from))?;
             self.header_written = true;
         }
-        rows.iter().try_for_each(|row| self.line(out, cells(row)))
+        rows.iter().try_for_each(|row| self.line(out, log_cells(row)))
     }
 
     fn line(&mut self, out: &mut dyn Write, cells: [String; 9]) -> Result<()> {
@@ -270,20 +268,6 @@ impl LogTable {
         }
         writeln!(out, "{}", line.trim_end()).map_err(io_err)
     }
-}
-
-fn cells(r: &LogRow) -> [String; 9] {
-    [
-        format_time(r.at),
-        r.agent_id.clone(),
-        r.kind.clone(),
-        format_duration(r.interval_ms),
-        r.consecutive_misses.to_string(),
-        r.outcome.clone().unwrap_or_default(),
-        r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-        r.duration_ms.map(format_duration).unwrap_or_default(),
-        one_line(r.detail.as_deref().unwrap_or_default()),
-    ]
 }
 
 #[cfg(test)]

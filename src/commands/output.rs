@@ -125,23 +125,31 @@ pub fn print_agents(out: &mut dyn Write, agents: &[Agent], now: Millis) -> Resul
     print_table(out, &mut t, &[2, 3])
 }
 
+/// The columns of a log table.
+pub const LOG_HEADER: [&str; 9] = [
+    "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
+];
+
+/// One log row as the cells of a log table, in the order of [`LOG_HEADER`].
+pub fn log_cells(r: &LogRow) -> [String; 9] {
+    [
+        format_time(r.at),
+        r.agent_id.clone(),
+        r.kind.clone(),
+        format_duration(r.interval_ms),
+        r.consecutive_misses.to_string(),
+        r.outcome.clone().unwrap_or_default(),
+        r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+        r.duration_ms.map(format_duration).unwrap_or_default(),
+        one_line(r.detail.as_deref().unwrap_or_default()),
+    ]
+}
+
 /// The log table of `show` and `history`.
 pub fn print_log(out: &mut dyn Write, rows: &[LogRow]) -> Result<()> {
-    let mut t = table(&[
-        "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
-    ]);
+    let mut t = table(&LOG_HEADER);
     for r in rows {
-        t.add_row(vec![
-            format_time(r.at),
-            r.agent_id.clone(),
-            r.kind.clone(),
-            format_duration(r.interval_ms),
-            r.consecutive_misses.to_string(),
-            r.outcome.clone().unwrap_or_default(),
-            r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-            r.duration_ms.map(format_duration).unwrap_or_default(),
-            one_line(r.detail.as_deref().unwrap_or_default()),
-        ]);
+        t.add_row(log_cells(r).to_vec());
     }
     print_table(out, &mut t, &[3, 4, 6, 7])
 }
