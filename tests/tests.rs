@@ -6,6 +6,7 @@ mod common;
 mod daemon;
 mod files;
 mod operator;
+mod reliability;
 mod store;
 mod timeline;
 mod transfer;

@@ -174,7 +174,23 @@ fn save(tx: &Transaction<'_>, agent: &Agent) -> Result<Agent> {
     if changed != 1 {
         return Err(Error::UnknownAgent(agent.id.clone()));
     }
+    #[cfg(debug_assertions)]
+    split_transition_fault(tx)?;
     load(tx, &agent.id)
+}
+
+/// The crash suite's negative control (tests/reliability.rs), compiled into debug builds only:
+/// with `POKED_FAULT=split-transition`, the agent row is committed on its own and the log row
+/// follows in a second transaction 20 ms later, so a kill in between leaves a state change
+/// without its log row, which the suite must detect. Release builds cannot honour it.
+#[cfg(debug_assertions)]
+fn split_transition_fault(tx: &Transaction<'_>) -> Result<()> {
+    if std::env::var_os("POKED_FAULT").is_some_and(|v| v == "split-transition") {
+        tx.execute_batch("COMMIT")?;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tx.execute_batch("BEGIN IMMEDIATE")?;
+    }
+    Ok(())
 }
 
 /// Sets the interval and draws a new wait for it (SPEC §2: the wait is set again whenever the

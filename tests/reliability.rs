@@ -1,0 +1,1283 @@
+//! The reliability suite (fast tier): poked is broken on purpose, many times, and what it had
+//! acknowledged must still be there, consistent, afterwards.
+//!
+//! - kill -9 loops with a daemon and three writers, checked after every kill, and a negative
+//!   control (`POKED_FAULT=split-transition`, debug builds only) that the same checks must catch;
+//! - kills while long commands run: one poke in flight per agent, `interrupted` after restart,
+//!   no orphan process group;
+//! - contention on one agent, and brand-new databases opened by five processes at once;
+//! - bad ids and values, bad files and paths, a full disk, a WAL held open by a reader, clock
+//!   jumps and closed pipes.
+//!
+//! The longer soak tier (`cargo test -- --ignored`) runs the same harness with bigger figures
+//! (tests/soak.rs). Every test prints its figures on stderr (`-- --nocapture` to see them); a
+//! failing kill loop prints the random seed, and `POKED_TEST_SEED=<seed>` replays its kill times.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::common::Env;
+
+// ---------------------------------------------------------------------------------------------
+// Harness: processes, randomness, polling.
+// ---------------------------------------------------------------------------------------------
+
+/// `poked` on `db`, with no fixed time or inherited poked variables.
+pub fn poked(db: &Path) -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("poked"));
+    for var in [
+        "POKED_NOW",
+        "POKED_DRAW",
+        "POKED_SYNCHRONOUS",
+        "POKED_FAULT",
+        "XDG_STATE_HOME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("POKED_DB", db).env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `poked ARGS` on `db` and insists on success.
+pub fn must(db: &Path, args: &[&str]) -> String {
+    let out = poked(db).args(args).output().expect("run poked");
+    assert!(
+        out.status.success(),
+        "poked {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A small deterministic generator (xorshift64*), so a failing run can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `POKED_TEST_SEED`, else at random; the seed is printed.
+    pub fn from_env(test: &str) -> Rng {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::env::var("POKED_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            });
+        eprintln!("{test}: POKED_TEST_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if started.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL to a process this test started and has not reaped yet.
+fn sigkill(pid: u32) {
+    // SAFETY: kill(2) on a pid that is our own unreaped child (the registry guarantees it).
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// Blocks until the child `pid` has exited, without reaping it: its pid stays ours (a zombie)
+/// until `Child::wait`, so it can never be recycled while the killer may still signal it.
+fn wait_exited(pid: u32) {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with WNOWAIT only observes its state.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// The pid recorded by the running daemon of `db`, if one is recorded as running.
+pub fn recorded_daemon(db: &Path) -> Option<i64> {
+    let conn = Connection::open(db).ok()?;
+    quiet_close(&conn);
+    conn.query_row("SELECT pid FROM daemon WHERE stopped_at IS NULL", [], |r| {
+        r.get(0)
+    })
+    .ok()
+}
+
+/// A test's own connection must not checkpoint when it closes: the files stay as poked left
+/// them for the next poked process to find.
+fn quiet_close(conn: &Connection) {
+    let _ = conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+}
+
+/// A connection for checking what poked wrote.
+pub fn inspect(db: &Path) -> Connection {
+    let conn = Connection::open(db).expect("open db");
+    quiet_close(&conn);
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// One integer from `sql`.
+pub fn scalar(db: &Path, sql: &str) -> i64 {
+    inspect(db).query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// `PRAGMA integrity_check` must say exactly `ok`.
+pub fn integrity(conn: &Connection) -> Result<(), String> {
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| e.to_string())?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(|e| e.to_string())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| e.to_string())?;
+    if lines == ["ok"] {
+        Ok(())
+    } else {
+        Err(format!("integrity_check: {lines:?}"))
+    }
+}
+
+/// `poked check` must exit 0 and say ok.
+pub fn poked_check(db: &Path) -> Result<(), String> {
+    let out = poked(db).arg("check").output().expect("run poked check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && text.starts_with("ok") {
+        Ok(())
+    } else {
+        Err(format!("poked check: {}: {text}", out.status))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The log auditor: replays every agent's log and compares it with the agent's state.
+// ---------------------------------------------------------------------------------------------
+
+/// The transitions a writer cycles through; an acknowledged transition number `n` is
+/// `CYCLE[n % 3]`. Neighbours differ, so a transition retried after a kill collapses into one.
+pub const CYCLE: [&str; 3] = ["activity", "miss", "poke"];
+
+/// One writer process slot: its own agent and what it had acknowledged.
+#[derive(Debug, Clone, Default)]
+pub struct Writer {
+    pub agent: String,
+    /// Transitions whose command exited 0.
+    pub acked: usize,
+    /// Commands started.
+    pub attempts: usize,
+    /// Commands killed before they answered.
+    pub killed: usize,
+}
+
+/// What the auditor keeps about one agent between audits (the log is append-only, so each
+/// audit reads only the rows committed since the previous one).
+#[derive(Debug, Clone, Default)]
+struct Replay {
+    interval: i64,
+    misses: i64,
+    last_poke_at: Option<i64>,
+    last_activity_at: Option<i64>,
+    /// For writer agents: the writer's transitions in log order, repeats collapsed.
+    sequence: Vec<&'static str>,
+}
+
+/// Replays the log incrementally and checks every agent against it.
+pub struct Auditor {
+    db: PathBuf,
+    /// Log rows up to this id were replayed.
+    seen: i64,
+    /// Rows at or below this id belong to the set-up, not to the writers' sequences.
+    setup: i64,
+    agents: HashMap<String, Replay>,
+    pub rows: i64,
+}
+
+/// An agent's settings, read once.
+struct Settings {
+    strategy: poked::backoff::Strategy,
+    base: i64,
+    max: i64,
+    factor: f64,
+}
+
+impl Auditor {
+    pub fn new(db: &Path) -> Auditor {
+        let setup = scalar(db, "SELECT coalesce(max(id), 0) FROM poke_log");
+        Auditor {
+            db: db.to_path_buf(),
+            seen: 0,
+            setup,
+            agents: HashMap::new(),
+            rows: 0,
+        }
+    }
+
+    /// Checks the file's integrity (when `integrity_check`), replays the new log rows, and
+    /// compares each agent's row with its replayed log; with `writers`, also that every
+    /// acknowledged transition is in the log, in order, and nothing else of theirs is.
+    /// Returns the number of acknowledged transitions missing (0), or what is broken.
+    pub fn audit(&mut self, writers: &[Writer], integrity_check: bool) -> Result<(), String> {
+        let conn = inspect(&self.db);
+        if integrity_check {
+            integrity(&conn)?;
+        }
+        let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+        let mut settings = HashMap::new();
+        {
+            let mut stmt = tx
+                .prepare("SELECT id, strategy, base_interval_ms, max_interval_ms, factor FROM agents")
+                .map_err(|e| e.to_string())?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, f64>(4)?,
+                    ))
+                })
+                .map_err(|e| e.to_string())?;
+            for row in rows {
+                let (id, strategy, base, max, factor) = row.map_err(|e| e.to_string())?;
+                let strategy = strategy.parse().map_err(|e: String| e)?;
+                settings.insert(
+                    id,
+                    Settings {
+                        strategy,
+                        base,
+                        max,
+                        factor,
+                    },
+                );
+            }
+        }
+        let writer_agents: HashSet<&str> = writers.iter().map(|w| w.agent.as_str()).collect();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, agent_id, at, kind, interval_ms, consecutive_misses, detail
+                     FROM poke_log WHERE id > ?1 ORDER BY id",
+                )
+                .map_err(|e| e.to_string())?;
+            let mut rows = stmt.query([self.seen]).map_err(|e| e.to_string())?;
+            while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+                let id: i64 = row.get(0).unwrap();
+                let agent: String = row.get(1).unwrap();
+                let at: i64 = row.get(2).unwrap();
+                let kind: String = row.get(3).unwrap();
+                let interval: i64 = row.get(4).unwrap();
+                let misses: i64 = row.get(5).unwrap();
+                let detail: Option<String> = row.get(6).unwrap();
+                self.seen = id;
+                self.rows += 1;
+                let s = settings
+                    .get(&agent)
+                    .ok_or_else(|| format!("log row {id} names {agent:?}, which is not an agent"))?;
+                let replay = self.agents.entry(agent.clone()).or_default();
+                let writer_kind = match kind.as_str() {
+                    "added" => {
+                        replay.interval = s.base;
+                        replay.misses = 0;
+                        None
+                    }
+                    "activity" | "reset" => {
+                        replay.interval = s.base;
+                        replay.misses = 0;
+                        if kind == "activity" {
+                            replay.last_activity_at = Some(replay.last_activity_at.map_or(at, |l| l.max(at)));
+                            Some(CYCLE[0])
+                        } else {
+                            None
+                        }
+                    }
+                    "miss" => {
+                        replay.interval =
+                            poked::backoff::after_miss(s.strategy, s.factor, replay.interval, s.max);
+                        replay.misses += 1;
+                        Some(CYCLE[1])
+                    }
+                    "poke" => {
+                        replay.last_poke_at = Some(at);
+                        (detail.as_deref() == Some("recorded by hand")).then_some(CYCLE[2])
+                    }
+                    "paused" | "resumed" => None,
+                    other => return Err(format!("log row {id}: unexpected kind {other:?}")),
+                };
+                if (interval, misses) != (replay.interval, replay.misses) {
+                    return Err(format!(
+                        "log row {id} ({kind} of {agent}) says interval {interval} and {misses} misses; \
+                         replaying the log gives {} and {}",
+                        replay.interval, replay.misses
+                    ));
+                }
+                if let Some(k) = writer_kind
+                    && id > self.setup
+                    && writer_agents.contains(agent.as_str())
+                    && replay.sequence.last() != Some(&k)
+                {
+                    replay.sequence.push(k);
+                }
+            }
+        }
+        // Every agent's row must be what its log says.
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, current_interval_ms, consecutive_misses, wait_ms, last_poke_at,
+                        last_activity_at, jitter FROM agents",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, f64>(6)?,
+                ))
+            })
+            .map_err(|e| e.to_string())?;
+        for row in rows {
+            let (id, interval, misses, wait, last_poke, last_activity, jitter) =
+                row.map_err(|e| e.to_string())?;
+            let replay = self
+                .agents
+                .get(&id)
+                .ok_or_else(|| format!("agent {id} has no log at all"))?;
+            let logged = (
+                replay.interval,
+                replay.misses,
+                replay.last_poke_at,
+                replay.last_activity_at,
+            );
+            if (interval, misses, last_poke, last_activity) != logged {
+                return Err(format!(
+                    "agent {id} has (interval, misses, last poke, last activity) = \
+                     {:?} but its log says {logged:?}",
+                    (interval, misses, last_poke, last_activity)
+                ));
+            }
+            if jitter == 0.0 && wait != interval {
+                return Err(format!(
+                    "agent {id}: wait {wait} ms differs from its interval {interval} ms"
+                ));
+            }
+        }
+        // At most one poke in flight per agent.
+        let doubled: Option<String> = tx
+            .query_row(
+                "SELECT agent_id FROM poke_log WHERE outcome = 'pending' GROUP BY agent_id HAVING count(*) > 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        if let Some(agent) = doubled {
+            return Err(format!("agent {agent} has two pokes pending at once"));
+        }
+        drop(stmt);
+        drop(tx);
+        // Every acknowledged transition is there, in order, and nothing the writers did not
+        // start: the log holds the first `acked` transitions, or one more (committed, then
+        // killed before it could answer).
+        for w in writers {
+            let got = self
+                .agents
+                .get(&w.agent)
+                .map(|r| r.sequence.as_slice())
+                .unwrap_or_default();
+            let expected = |n: usize| (0..n).map(|i| CYCLE[i % 3]).collect::<Vec<_>>();
+            if got != expected(w.acked).as_slice() && got != expected(w.acked + 1).as_slice() {
+                let matched = got
+                    .iter()
+                    .zip(expected(w.acked))
+                    .take_while(|(a, b)| **a == *b)
+                    .count();
+                return Err(format!(
+                    "writer {}: {} transitions acknowledged, the log holds {} of them in order \
+                     ({} lost) and {} in all",
+                    w.agent,
+                    w.acked,
+                    matched,
+                    w.acked - matched,
+                    got.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1-2. The kill -9 loop and its negative control.
+// ---------------------------------------------------------------------------------------------
+
+/// The processes of one round, so the killer can SIGKILL every one of them at once. A writer
+/// starts a command only while holding the lock and after checking `stop`, so no process can
+/// slip in after the kill.
+#[derive(Default)]
+struct Registry {
+    stop: bool,
+    pids: HashSet<u32>,
+}
+
+/// How a kill loop went.
+#[derive(Debug, Clone, Default)]
+pub struct KillFigures {
+    pub kills: usize,
+    /// Writer commands killed before they answered.
+    pub writers_killed: usize,
+    /// Transitions acknowledged by the writers (their command exited 0).
+    pub acknowledged: usize,
+    /// Log rows replayed (the writers', the daemon's pokes and misses, the set-up).
+    pub log_rows: i64,
+    /// Daemon pokes in the log.
+    pub daemon_pokes: i64,
+    /// Pokes found `interrupted` (a daemon killed while their command ran).
+    pub interrupted: i64,
+    pub elapsed: Duration,
+}
+
+/// What a kill loop is asked to do.
+pub struct KillLoop {
+    pub kills: usize,
+    /// Set `POKED_FAULT=split-transition` in every poked process (the negative control).
+    pub fault: bool,
+    /// Run `PRAGMA integrity_check` after every `integrity_every`-th kill (and the last).
+    pub integrity_every: usize,
+    /// Run `poked check` after every `check_every`-th kill (it takes a daemon restart first).
+    pub check_every: usize,
+}
+
+/// The daemon plus three writers, SIGKILLed together at a random 5-150 ms, then audited.
+/// Returns the figures, or the kill number and the breach the audit found.
+pub fn kill_loop(spec: &KillLoop, name: &str) -> Result<KillFigures, (usize, String)> {
+    let started = Instant::now();
+    let env = Env::new();
+    let db = env.db.clone();
+    let mut rng = Rng::from_env(name);
+    // Writer agents: poked by the daemon every 50 ms, never very stale (so the daemon records
+    // no miss for them and every miss, activity and hand poke in their log is a writer's).
+    let mut writers = Vec::new();
+    for i in 0..3 {
+        let agent = format!("w{i}");
+        must(
+            &db,
+            &[
+                "add",
+                &agent,
+                "--base",
+                "50ms",
+                "--max",
+                "1s",
+                "--fresh",
+                "0s",
+                "--very-stale",
+                "24h",
+            ],
+        );
+        must(&db, &["activity", &agent]);
+        writers.push(Writer {
+            agent,
+            ..Writer::default()
+        });
+    }
+    // Daemon-only agents: never active, so every poke after the first also records a miss;
+    // `c0` runs a command, so kills leave pending pokes for the next daemon to recover.
+    let daemon_only = [
+        "--base",
+        "100ms",
+        "--max",
+        "400ms",
+        "--fresh",
+        "0s",
+        "--very-stale",
+        "0s",
+    ];
+    must(
+        &db,
+        &[&["add", "d0", "--strategy", "exponential"][..], &daemon_only].concat(),
+    );
+    must(&db, &[&["add", "c0"][..], &daemon_only, &["--", "true"]].concat());
+    let mut auditor = Auditor::new(&db);
+    let daemon_log = env.dir.path().join("daemon.log");
+    let mut figures = KillFigures::default();
+
+    for kill in 1..=spec.kills {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let mut daemon = {
+            let mut reg = registry.lock().unwrap();
+            let mut cmd = poked(&db);
+            if spec.fault {
+                cmd.env("POKED_FAULT", "split-transition");
+            }
+            let child = cmd
+                .arg("run")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&daemon_log).unwrap())
+                .spawn()
+                .expect("start daemon");
+            reg.pids.insert(child.id());
+            child
+        };
+        let threads: Vec<_> = writers
+            .iter()
+            .cloned()
+            .map(|mut w| {
+                let registry = Arc::clone(&registry);
+                let db = db.clone();
+                let fault = spec.fault;
+                std::thread::spawn(move || -> Result<Writer, String> {
+                    loop {
+                        let kind = CYCLE[w.acked % 3];
+                        let child = {
+                            let mut reg = registry.lock().unwrap();
+                            if reg.stop {
+                                return Ok(w);
+                            }
+                            let mut cmd = poked(&db);
+                            if fault {
+                                cmd.env("POKED_FAULT", "split-transition");
+                            }
+                            let child = cmd
+                                .args([kind, &w.agent])
+                                .stdout(Stdio::null())
+                                .stderr(Stdio::piped())
+                                .spawn()
+                                .expect("start writer");
+                            reg.pids.insert(child.id());
+                            child
+                        };
+                        w.attempts += 1;
+                        let pid = child.id();
+                        wait_exited(pid);
+                        registry.lock().unwrap().pids.remove(&pid);
+                        let out = child.wait_with_output().expect("reap writer");
+                        if out.status.success() {
+                            w.acked += 1;
+                        } else if out.status.code().is_none() {
+                            w.killed += 1;
+                        } else {
+                            return Err(format!(
+                                "poked {kind} {} failed without being killed: {}: {}",
+                                w.agent,
+                                out.status,
+                                String::from_utf8_lossy(&out.stderr).trim()
+                            ));
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.between(5, 150)));
+        {
+            let mut reg = registry.lock().unwrap();
+            reg.stop = true;
+            for &pid in &reg.pids {
+                sigkill(pid);
+            }
+        }
+        daemon.wait().expect("reap daemon");
+        figures.kills += 1;
+        for (slot, thread) in writers.iter_mut().zip(threads) {
+            match thread.join().expect("writer thread") {
+                Ok(w) => *slot = w,
+                Err(e) => return Err((kill, e)),
+            }
+        }
+        let check_integrity = kill % spec.integrity_every == 0 || kill == spec.kills;
+        auditor.audit(&writers, check_integrity).map_err(|e| (kill, e))?;
+        if kill % spec.check_every == 0 || kill == spec.kills {
+            restart_and_stop(&db).map_err(|e| (kill, e))?;
+            poked_check(&db).map_err(|e| (kill, e))?;
+            auditor.audit(&writers, false).map_err(|e| (kill, e))?;
+        }
+    }
+    figures.writers_killed = writers.iter().map(|w| w.killed).sum();
+    figures.acknowledged = writers.iter().map(|w| w.acked).sum();
+    figures.log_rows = auditor.rows;
+    figures.daemon_pokes = scalar(
+        &db,
+        "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND detail IS NOT 'recorded by hand'",
+    );
+    figures.interrupted = scalar(&db, "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'");
+    figures.elapsed = started.elapsed();
+    Ok(figures)
+}
+
+/// Starts a daemon, waits until it has recovered and recorded itself, and stops it with
+/// SIGTERM (exit 0), so no poke is left `pending` for `poked check` to report.
+fn restart_and_stop(db: &Path) -> Result<(), String> {
+    let mut daemon = poked(db)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    let pid = i64::from(daemon.id());
+    if !wait_for(Duration::from_secs(20), || recorded_daemon(db) == Some(pid)) {
+        let _ = daemon.kill();
+        let out = daemon.wait_with_output().unwrap();
+        return Err(format!(
+            "the restarted daemon did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // SAFETY: SIGTERM to our own unreaped child.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    let out = daemon.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "the daemon did not stop cleanly on SIGTERM: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_loop_loses_nothing_acknowledged() {
+    let spec = KillLoop {
+        kills: 300,
+        fault: false,
+        integrity_every: 1,
+        check_every: 100,
+    };
+    match kill_loop(&spec, "kill_9_loop_loses_nothing_acknowledged") {
+        Ok(f) => {
+            eprintln!("kill -9 loop: {f:?}, lost: 0");
+            assert!(
+                f.writers_killed > 0,
+                "no kill hit a writer: the loop proves nothing"
+            );
+            assert!(
+                f.daemon_pokes > 0,
+                "the daemon never poked: the loop proves nothing"
+            );
+        }
+        Err((kill, breach)) => panic!("after kill {kill}: {breach}"),
+    }
+}
+
+/// The same loop with a fault that commits the agent row and its log row in two transactions
+/// must find a breach, in every run: a crash test never seen to fail proves nothing.
+#[test]
+fn kill_9_loop_detects_a_split_transition() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the split-transition fault exists only in debug builds");
+        return;
+    }
+    let mut found_after = Vec::new();
+    for run in 0..3 {
+        let spec = KillLoop {
+            kills: 100,
+            fault: true,
+            integrity_every: 100,
+            check_every: 1000,
+        };
+        match kill_loop(&spec, &format!("negative control run {run}")) {
+            Ok(f) => panic!(
+                "the split-transition fault went unnoticed in {} kills: {f:?}",
+                f.kills
+            ),
+            Err((kill, breach)) => {
+                eprintln!("negative control run {run}: breach found after kill {kill}: {breach}");
+                found_after.push(kill);
+            }
+        }
+    }
+    eprintln!("negative control: detected in 3 of 3 runs, after kills {found_after:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Kills while long commands run.
+// ---------------------------------------------------------------------------------------------
+
+/// A live (not zombie) process running a poke's command for the database `db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PokeProcess {
+    pub pid: i32,
+    pub pgid: i32,
+    pub agent: String,
+    pub poke_id: i64,
+}
+
+/// Every live process whose environment says it runs a poke of `db` (poked sets `POKED_DB`,
+/// `POKED_AGENT` and `POKED_POKE_ID` for each command). Zombies are dead: they are skipped.
+pub fn poke_processes(db: &Path) -> Vec<PokeProcess> {
+    let want = [b"POKED_DB=".as_slice(), db.as_os_str().as_bytes()].concat();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if !vars.contains(&want.as_slice()) {
+            continue;
+        }
+        let var = |name: &str| {
+            vars.iter()
+                .find_map(|v| v.strip_prefix(name.as_bytes()))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let (Some(agent), Some(poke_id)) = (var("POKED_AGENT="), var("POKED_POKE_ID=")) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after_name) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+            continue;
+        }
+        found.push(PokeProcess {
+            pid,
+            pgid: fields.get(2).and_then(|s| s.parse().ok()).unwrap_or(0),
+            agent,
+            poke_id: poke_id.parse().unwrap_or(-1),
+        });
+    }
+    found
+}
+
+/// On the way out, even a failing one: SIGKILL to the process groups still running pokes of
+/// this test's database (only its own commands carry that path).
+pub struct KillGroupsOnDrop(pub PathBuf);
+
+impl Drop for KillGroupsOnDrop {
+    fn drop(&mut self) {
+        for p in poke_processes(&self.0) {
+            if p.pgid > 1 {
+                // SAFETY: a process group of a command this test's daemon started.
+                unsafe { libc::kill(-p.pgid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// A child that is SIGKILLed and reaped if the test lets go of it early (a failed check),
+/// so no daemon outlives its test.
+pub struct Guarded(Option<Child>);
+
+impl Guarded {
+    pub fn new(child: Child) -> Guarded {
+        Guarded(Some(child))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// The child, no longer guarded.
+    pub fn take(mut self) -> Child {
+        self.0.take().expect("child")
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Agents with processes of two different pokes alive at once.
+fn doubled_pokes(procs: &[PokeProcess]) -> Vec<String> {
+    let mut by_agent: HashMap<&str, HashSet<i64>> = HashMap::new();
+    for p in procs {
+        by_agent.entry(&p.agent).or_default().insert(p.poke_id);
+    }
+    let mut doubled: Vec<String> = by_agent
+        .into_iter()
+        .filter(|(_, pokes)| pokes.len() > 1)
+        .map(|(agent, pokes)| format!("{agent}: pokes {pokes:?}"))
+        .collect();
+    doubled.sort();
+    doubled
+}
+
+#[derive(Debug, Default)]
+pub struct PokeKillFigures {
+    pub kills: usize,
+    /// Pokes in flight when their daemon was killed.
+    pub in_flight_at_kill: usize,
+    /// Of those, recorded `interrupted` after the restart.
+    pub recorded_interrupted: usize,
+    /// Process groups of interrupted pokes stopped by the restarted daemon.
+    pub groups_stopped: usize,
+    /// Looks at /proc by the watcher thread, none of which saw two pokes of one agent alive.
+    pub scans: usize,
+    pub elapsed: Duration,
+}
+
+/// Kills the daemon `kills` times while its agents' long commands run; checks after every
+/// restart that the interrupted pokes are recorded and their process groups are gone, and all
+/// along (a thread watching /proc) that no agent ever has two pokes' commands alive.
+pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<PokeKillFigures, String> {
+    let started = Instant::now();
+    let env = Env::new();
+    let db = env.db.clone();
+    let mut rng = Rng::from_env(name);
+    for i in 0..agents {
+        let agent = &format!("long-{i}");
+        must(
+            &db,
+            &[
+                "add",
+                agent,
+                "--base",
+                "200ms",
+                "--max",
+                "400ms",
+                "--fresh",
+                "0s",
+                "--very-stale",
+                "0s",
+                "--",
+                "sh",
+                "-c",
+                "sleep 600 & sleep 600",
+            ],
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let scans = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (stop, scans, db) = (Arc::clone(&stop), Arc::clone(&scans), db.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            while !stop.load(Ordering::SeqCst) {
+                let doubled = doubled_pokes(&poke_processes(&db));
+                if !doubled.is_empty() {
+                    return Err(format!("two pokes in flight at once for {doubled:?}"));
+                }
+                scans.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        })
+    };
+    let _cleanup = KillGroupsOnDrop(db.clone());
+    let mut figures = PokeKillFigures::default();
+    let mut previous: Vec<(i64, i64)> = Vec::new(); // (log id, pgid) in flight at the last kill
+    let result = (|| -> Result<(), String> {
+        for kill in 1..=kills {
+            let daemon = Guarded::new(
+                poked(&db)
+                    .args(["run", "--command-timeout", "5s"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start daemon"),
+            );
+            let pid = i64::from(daemon.id());
+            if !wait_for(Duration::from_secs(20), || recorded_daemon(&db) == Some(pid)) {
+                return Err(format!("kill {kill}: the daemon did not start"));
+            }
+            // Recovery runs before the daemon records itself: the last kill's pokes are settled.
+            for (log_id, pgid) in previous.drain(..) {
+                let outcome: String = inspect(&db)
+                    .query_row("SELECT outcome FROM poke_log WHERE id = ?1", [log_id], |r| {
+                        r.get(0)
+                    })
+                    .map_err(|e| e.to_string())?;
+                if outcome != "interrupted" {
+                    return Err(format!(
+                        "kill {kill}: poke {log_id} left in flight is {outcome:?}"
+                    ));
+                }
+                figures.recorded_interrupted += 1;
+                let gone = wait_for(Duration::from_secs(5), || {
+                    poke_processes(&db).iter().all(|p| p.pgid != pgid as i32)
+                });
+                if !gone {
+                    return Err(format!(
+                        "kill {kill}: the process group {pgid} of interrupted poke {log_id} survived the restart"
+                    ));
+                }
+                figures.groups_stopped += 1;
+            }
+            // Kill while at least one command runs (its process group recorded), at a random
+            // moment of the pokes' lives.
+            let running = wait_for(Duration::from_secs(10), || {
+                scalar(
+                    &db,
+                    "SELECT count(*) FROM poke_log WHERE outcome = 'pending' AND pgid IS NOT NULL",
+                ) > 0
+            });
+            if !running {
+                return Err(format!("kill {kill}: no poke started"));
+            }
+            std::thread::sleep(Duration::from_millis(rng.between(0, 300)));
+            sigkill(daemon.id());
+            daemon.take().wait().expect("reap daemon");
+            figures.kills += 1;
+            let conn = inspect(&db);
+            let mut stmt = conn
+                .prepare("SELECT id, pgid FROM poke_log WHERE outcome = 'pending'")
+                .unwrap();
+            previous = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            figures.in_flight_at_kill += previous.len();
+        }
+        restart_and_stop_now(&db)?;
+        for (log_id, _) in &previous {
+            let outcome: String = inspect(&db)
+                .query_row("SELECT outcome FROM poke_log WHERE id = ?1", [log_id], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            if outcome != "interrupted" {
+                return Err(format!("last kill: poke {log_id} left in flight is {outcome:?}"));
+            }
+            figures.recorded_interrupted += 1;
+        }
+        if !wait_for(Duration::from_secs(5), || poke_processes(&db).is_empty()) {
+            return Err(format!("commands survived the end: {:?}", poke_processes(&db)));
+        }
+        poked_check(&db)
+    })();
+    stop.store(true, Ordering::SeqCst);
+    let watched = watcher.join().expect("watcher thread");
+    result?;
+    watched?;
+    figures.scans = scans.load(Ordering::SeqCst);
+    figures.elapsed = started.elapsed();
+    Ok(figures)
+}
+
+/// Starts a daemon, waits until it has recovered and recorded itself, and stops it with two
+/// SIGTERMs: the second interrupts the commands in flight, so the stop is prompt.
+fn restart_and_stop_now(db: &Path) -> Result<(), String> {
+    let daemon = Guarded::new(
+        poked(db)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start daemon"),
+    );
+    let pid = i64::from(daemon.id());
+    if !wait_for(Duration::from_secs(20), || recorded_daemon(db) == Some(pid)) {
+        return Err("the final daemon did not start".into());
+    }
+    for _ in 0..2 {
+        // SAFETY: SIGTERM to our own unreaped child.
+        unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = daemon.take().wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "the daemon did not stop cleanly: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn kills_during_pokes_leave_no_double_poke_and_no_orphan() {
+    let f = kill_during_pokes(20, 2, "kills_during_pokes").unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("kill during a poke: {f:?}");
+    assert_eq!(f.kills, 20);
+    assert!(f.in_flight_at_kill >= 20, "{f:?}");
+    assert_eq!(f.recorded_interrupted, f.in_flight_at_kill);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Contention.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+pub struct ContentionFigures {
+    pub processes: usize,
+    pub transitions: usize,
+    pub failures: usize,
+    pub daemon_pokes: i64,
+    pub elapsed: Duration,
+}
+
+/// The daemon (busy poking 20 agents every 100 ms) plus `processes` processes recording
+/// `each` misses on the same agent: every command must succeed (no "database is locked" or
+/// "busy" reaches a user) and no update may be lost: the agent's miss count is the exact total,
+/// and the log's miss rows count 1, 2, 3, ... in commit order.
+pub fn contention(processes: usize, each: usize) -> Result<ContentionFigures, String> {
+    let started = Instant::now();
+    let env = Env::new();
+    let db = env.db.clone();
+    for i in 0..20 {
+        must(
+            &db,
+            &[
+                "add",
+                &format!("busy-{i:02}"),
+                "--base",
+                "100ms",
+                "--max",
+                "200ms",
+                "--fresh",
+                "0s",
+                "--very-stale",
+                "0s",
+            ],
+        );
+    }
+    // Never very stale: every miss of `target` is a writer's; the daemon only pokes it.
+    must(
+        &db,
+        &[
+            "add",
+            "target",
+            "--base",
+            "100ms",
+            "--max",
+            "1h",
+            "--strategy",
+            "fixed",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "24h",
+        ],
+    );
+    must(&db, &["activity", "target"]);
+    let mut daemon = poked(&db)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    let writers: Vec<_> = (0..processes)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for _ in 0..each {
+                    let out = poked(&db).args(["miss", "target"]).output().unwrap();
+                    if !out.status.success() {
+                        failures.push(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    // SAFETY: SIGTERM to our own unreaped child.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} of the writers' commands failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        ));
+    }
+    if !status.success() {
+        return Err(format!("the daemon ended with {status}"));
+    }
+    let total = processes * each;
+    let conn = inspect(&db);
+    let misses: i64 = conn
+        .query_row(
+            "SELECT consecutive_misses FROM agents WHERE id = 'target'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let logged: Vec<i64> = conn
+        .prepare(
+            "SELECT consecutive_misses FROM poke_log WHERE agent_id = 'target' AND kind = 'miss' ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let expected: Vec<i64> = (1..=total as i64).collect();
+    if misses != total as i64 || logged != expected {
+        return Err(format!(
+            "lost updates: {total} misses acknowledged, the agent counts {misses}, the log has {} rows",
+            logged.len()
+        ));
+    }
+    integrity(&conn)?;
+    poked_check(&db)?;
+    Ok(ContentionFigures {
+        processes,
+        transitions: total,
+        failures: 0,
+        daemon_pokes: scalar(&db, "SELECT count(*) FROM poke_log WHERE kind = 'poke'"),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A database that does not exist yet, created at the same instant by the daemon and four
+/// CLIs, `rounds` times: every process must succeed, and the file must be a sound poked
+/// database with the four agents. Returns the number of failed processes (none).
+pub fn simultaneous_creation(rounds: usize) -> Result<Duration, String> {
+    let started = Instant::now();
+    let env = Env::new();
+    for round in 0..rounds {
+        let db = env.dir.path().join(format!("new-{round}/poked.db"));
+        // Everyone waits at one gate, a FIFO: each shell blocks reading it, and once all five
+        // are there the test writes five lines, one per process, so they start together.
+        let gate = env.dir.path().join(format!("gate-{round}"));
+        let path = std::ffi::CString::new(gate.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+        // Opened read-write, so neither side blocks in open and late readers still find a line.
+        let mut gate_fd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&gate)
+            .unwrap();
+        let bin = assert_cmd::cargo::cargo_bin!("poked");
+        let sh = |args: &str| {
+            let mut cmd = Command::new("sh");
+            cmd.args([
+                "-c",
+                &format!("read _ < '{}'; exec '{}' {args}", gate.display(), bin.display()),
+            ]);
+            for var in [
+                "POKED_NOW",
+                "POKED_DRAW",
+                "POKED_SYNCHRONOUS",
+                "POKED_FAULT",
+                "XDG_STATE_HOME",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd.env("POKED_DB", &db)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            cmd.spawn().expect("spawn sh")
+        };
+        let daemon = Guarded::new(sh("run"));
+        let clis: Vec<Child> = (0..4).map(|i| sh(&format!("add agent-{i} --base 1h"))).collect();
+        let pids: Vec<u32> = clis.iter().map(Child::id).chain([daemon.id()]).collect();
+        let at_gate = |pid: u32| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|fds| {
+                    fds.flatten()
+                        .any(|fd| std::fs::read_link(fd.path()).ok().as_deref() == Some(&gate))
+                })
+                .unwrap_or(false)
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || pids.iter().all(|&pid| at_gate(pid))),
+            "the processes did not reach the gate"
+        );
+        use std::io::Write;
+        gate_fd.write_all(b"go\ngo\ngo\ngo\ngo\n").unwrap();
+        let mut failures = Vec::new();
+        for cli in clis {
+            let out = cli.wait_with_output().unwrap();
+            if !out.status.success() {
+                failures.push(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+            }
+        }
+        let pid = i64::from(daemon.id());
+        let up = wait_for(Duration::from_secs(20), || recorded_daemon(&db) == Some(pid));
+        // SAFETY: SIGTERM to our own unreaped child (the shell exec'd poked).
+        unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+        let out = daemon.take().wait_with_output().unwrap();
+        drop(gate_fd);
+        if !up || !out.status.success() {
+            failures.push(format!(
+                "daemon ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        if !failures.is_empty() {
+            return Err(format!("round {round}: {failures:?}"));
+        }
+        let agents = scalar(&db, "SELECT count(*) FROM agents");
+        if agents != 4 {
+            return Err(format!("round {round}: {agents} agents instead of 4"));
+        }
+        poked_check(&db).map_err(|e| format!("round {round}: {e}"))?;
+    }
+    Ok(started.elapsed())
+}
+
+#[test]
+fn eight_processes_on_one_agent_lose_no_update() {
+    let f = contention(8, 100).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("contention: {f:?}");
+    assert_eq!((f.processes, f.transitions, f.failures), (8, 800, 0));
+    assert!(
+        f.daemon_pokes > 0 && f.elapsed > Duration::ZERO,
+        "the daemon was idle: {f:?}"
+    );
+}
+
+#[test]
+fn five_processes_creating_one_database_at_once_all_succeed() {
+    let took = simultaneous_creation(20).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("simultaneous creation: 20 rounds of 5 processes, 0 failures, {took:?}");
+}
