@@ -1281,3 +1281,184 @@ fn five_processes_creating_one_database_at_once_all_succeed() {
     let took = simultaneous_creation(20).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("simultaneous creation: 20 rounds of 5 processes, 0 failures, {took:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. A full disk.
+// ---------------------------------------------------------------------------------------------
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (as `mount -o size=`) on a new temporary folder, or says why
+    /// it cannot (not root, no mount in this sandbox).
+    pub fn mount(size: &str) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(SmallDisk { dir })
+    }
+
+    pub fn available(&self) -> u64 {
+        poked::store::space::available(self.dir.path()).expect("statvfs")
+    }
+
+    /// Writes a filler file until at most `leave` bytes are available (0: until ENOSPC).
+    pub fn fill(&self, name: &str, leave: u64) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.dir.path().join(name)).unwrap();
+        let chunk = vec![0x5a_u8; 16 * 1024];
+        loop {
+            let free = self.available();
+            if free <= leave || (leave == 0 && free == 0) {
+                break;
+            }
+            let n = (free - leave).min(chunk.len() as u64) as usize;
+            if file.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = file.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
+    let disk = match SmallDisk::mount("8m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a small tmpfs for the full-disk test ({why})");
+            return;
+        }
+    };
+    let db = disk.dir.path().join("poked.db");
+    must(&db, &["add", "a"]);
+    must(
+        &db,
+        &[
+            "add",
+            "tick",
+            "--base",
+            "1s",
+            "--max",
+            "1s",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "1h",
+        ],
+    );
+    let ticks = || {
+        scalar(
+            &db,
+            "SELECT count(*) FROM poke_log WHERE agent_id = 'tick' AND kind = 'poke'",
+        )
+    };
+    let log = disk.dir.path().join("daemon.log");
+    let mut daemon = Guarded::new(
+        poked(&db)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || ticks() >= 2),
+        "the daemon does not poke"
+    );
+    let alive = |daemon: &mut Guarded| daemon.0.as_mut().unwrap().try_wait().unwrap().is_none();
+
+    // Below the guard's threshold, then with not a byte left.
+    let reads: [&[&str]; 5] = [
+        &["list"],
+        &["show", "a"],
+        &["history", "--limit", "5"],
+        &["status"],
+        &["check"],
+    ];
+    for (phase, leave) in [
+        ("below the threshold", poked::store::space::MIN_FREE / 2),
+        ("completely full", 0),
+    ] {
+        disk.fill(&format!("filler-{}", leave), leave);
+        assert!(disk.available() <= leave, "{phase}: could not fill the disk");
+        let before = crate::common::fingerprint(&db);
+        let started = Instant::now();
+        for transition in ["activity", "miss", "poke", "reset"] {
+            let out = poked(&db).args([transition, "a"]).output().unwrap();
+            crate::common::assert_error(&out, 1, "disk full");
+        }
+        let out = poked(&db).args(["add", "b"]).output().unwrap();
+        crate::common::assert_error(&out, 1, "disk full");
+        assert!(
+            crate::common::fingerprint(&db) == before,
+            "{phase}: a refused write changed the file"
+        );
+        for args in reads {
+            let out = poked(&db).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{phase}: poked {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{phase}: slow refusals"
+        );
+        let refused_at = ticks();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(ticks(), refused_at, "{phase}: the daemon wrote on a full disk");
+        assert!(
+            alive(&mut daemon),
+            "{phase}: the daemon died: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("disk full").count(),
+        1,
+        "logged more than once: {text}"
+    );
+
+    // Space comes back: the daemon resumes on its own (its retry delay is a few seconds by
+    // now), and writes work again.
+    for leave in [poked::store::space::MIN_FREE / 2, 0] {
+        std::fs::remove_file(disk.dir.path().join(format!("filler-{leave}"))).unwrap();
+    }
+    let freed = ticks();
+    assert!(
+        wait_for(Duration::from_secs(20), || ticks() > freed),
+        "the daemon did not resume: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(alive(&mut daemon));
+    must(&db, &["activity", "a"]);
+    // SAFETY: SIGTERM to our own unreaped child.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    let status = daemon.take().wait().unwrap();
+    assert!(status.success(), "{status}");
+    integrity(&inspect(&db)).unwrap();
+    poked_check(&db).unwrap();
+    Auditor::new(&db).audit(&[], true).unwrap();
+    eprintln!(
+        "full disk: refused with exit 1 at {} KiB and at 0 bytes free; reads fine; the daemon resumed",
+        poked::store::space::MIN_FREE / 2048
+    );
+}

@@ -32,6 +32,7 @@ mod daemon;
 mod import;
 mod queries;
 mod report;
+pub mod space;
 mod transitions;
 
 use std::fs;
@@ -171,6 +172,7 @@ impl Store {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits; any error rolls it back.
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        space::ensure_space(&self.path)?;
         let mut conn = self.conn()?;
         let run = || {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -203,6 +205,10 @@ fn classify(path: &Path, e: rusqlite::Error) -> Error {
         return Error::Sqlite(e);
     };
     let path = path.to_path_buf();
+    // An I/O error on a nearly full disk (ENOSPC while growing the -shm, say) is a full disk.
+    if matches!(code, ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) && space::nearly_full(&path) {
+        return Error::DiskFull(path);
+    }
     match code {
         ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::Busy(path),
         ErrorCode::DiskFull => Error::DiskFull(path),
@@ -508,6 +514,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     if current == SCHEMA_VERSION {
         return Ok(());
     }
+    space::ensure_space(path)?;
     let result = migrations().to_latest(conn);
     if let Err(e) = result {
         // Another process may have migrated between our read and our transaction.
