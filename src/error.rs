@@ -37,8 +37,13 @@ pub enum Error {
     #[error("{} is not a poked database: {reason}", path.display())]
     NotPoked { path: PathBuf, reason: String },
 
-    /// The file is damaged.
-    #[error("database {} is corrupt: {detail} (restore a backup; the file was left untouched)", path.display())]
+    /// The file is damaged. (Not "left untouched": `run` may have committed transitions on sound
+    /// pages before it reached the damaged one.)
+    #[error(
+        "database {} is corrupt: {detail} (restore a backup, or salvage it with `sqlite3 {} .recover`)",
+        path.display(),
+        path.display()
+    )]
     Corrupt { path: PathBuf, detail: String },
 
     /// Written by a newer poked; refused untouched.
@@ -51,6 +56,10 @@ pub enum Error {
         found: i64,
         supported: i64,
     },
+
+    /// The file exists but this user may not even read it.
+    #[error("cannot open database {}: permission denied ({detail})", path.display())]
+    PermissionDenied { path: PathBuf, detail: String },
 
     /// The file or its folder cannot be written.
     #[error("database {} is read-only: {detail}", path.display())]

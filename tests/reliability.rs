@@ -14,6 +14,7 @@
 //! failing kill loop prints the random seed, and `POKED_TEST_SEED=<seed>` replays its kill times.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1460,5 +1461,557 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
     eprintln!(
         "full disk: refused with exit 1 at {} KiB and at 0 bytes free; reads fine; the daemon resumed",
         poked::store::space::MIN_FREE / 2048
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Bad ids and values.
+// ---------------------------------------------------------------------------------------------
+
+/// Every file below `dir`, with its bytes, to prove a command created or changed nothing.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.push((path.clone(), Vec::new()));
+                todo.push(path);
+            } else {
+                found.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Runs poked with `args` in `home` (its working folder, `HOME` and `POKED_DB`'s folder) and
+/// checks a refusal: exit `code`, one line on stderr, `needle` in it, no panic, within a
+/// second, and no file below `home` created or changed.
+fn refused(home: &Path, db: &Path, args: &[&OsStr], code: i32, needle: &str) {
+    let before = tree(home);
+    let started = Instant::now();
+    let out = poked(db)
+        .current_dir(home)
+        .env("HOME", home)
+        .args(args)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let shown: Vec<_> = args
+        .iter()
+        .map(|a| a.to_string_lossy().chars().take(40).collect::<String>())
+        .collect();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "poked {shown:?}: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "poked {shown:?}: not one line: {stderr:?}"
+    );
+    assert!(stderr.starts_with("poked: "), "poked {shown:?}: {stderr:?}");
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "poked {shown:?}: {stderr:?} does not say {needle:?}"
+    );
+    assert!(
+        !stderr.contains("panicked") && out.stdout.is_empty(),
+        "poked {shown:?}: {stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "poked {shown:?} took {took:?}");
+    assert!(tree(home) == before, "poked {shown:?} created or changed a file");
+}
+
+/// The bad ids of issue 5 and more, as raw bytes (some are not UTF-8).
+fn bad_ids() -> Vec<(Vec<u8>, &'static str)> {
+    let text = |s: &str| s.as_bytes().to_vec();
+    vec![
+        (text(""), "empty"),
+        (text("."), "letter or digit"),
+        (text(".."), "letter or digit"),
+        (text("../x"), "letter or digit"),
+        (text("a\u{7f}b"), "\\u{7f}"),
+        (text("/etc/passwd"), "letter or digit"),
+        (text("a\nb"), "'\\n'"),
+        (text("a\rb"), "'\\r'"),
+        (text("a\tb"), "'\\t'"),
+        (text("\u{1b}[31mred"), "letter or digit"),
+        (text("a\u{1b}]0;owned\u{7}"), "\\u{1b}"),
+        (text("a\u{202e}b"), "\\u{202e}"),
+        (text("a\u{200b}b"), "\\u{200b}"),
+        (text("\u{feff}a"), "letter or digit"),
+        (text("ａｂ"), "letter or digit"),
+        (text("é"), "letter or digit"),
+        (text("-rf"), "letter or digit"),
+        (text("--help"), "letter or digit"),
+        (text("'; DROP TABLE agents;--"), "letter or digit"),
+        (text("a'; DROP TABLE agents;--"), "agent id"),
+        (text("$(id)"), "letter or digit"),
+        (text("a`id`"), "'`'"),
+        (text("a b"), "' '"),
+        (text("a%s%n"), "'%'"),
+        (text("a*"), "'*'"),
+        (text("a\\b"), "'\\\\'"),
+        (text(&"x".repeat(129)), "longer than 128"),
+        (text(&"x".repeat(10_000)), "longer than 128"),
+        (b"a\xffb".to_vec(), "utf-8"),
+        (b"\xff".to_vec(), "utf-8"),
+        (b"\xc3\x28".to_vec(), "utf-8"),
+    ]
+}
+
+#[test]
+fn bad_ids_are_refused_by_every_command_and_change_nothing() {
+    let env = Env::new();
+    let home = env.dir.path();
+    must(&env.db, &["add", "a", "--", "true"]);
+    must(&env.db, &["run", "--once"]);
+    let ids = bad_ids();
+    assert!(ids.len() >= 25);
+    let mut cases = 0;
+    for (id, needle) in &ids {
+        let id = OsStr::from_bytes(id);
+        let os = |s: &'static str| OsStr::new(s);
+        // After `--` an id can start with `-`; `add` and `set` take a command there, so their
+        // id comes first and one starting with `-` is an unknown option (also exit 2).
+        let add_needle = if id.as_bytes().starts_with(b"-") {
+            "unexpected argument"
+        } else {
+            needle
+        };
+        // `add --help` and `set --help` ask for help (checked below), so they are not refusals.
+        let help = id.as_bytes() == b"--help";
+        if !help {
+            refused(home, &env.db, &[os("add"), id], 2, add_needle);
+            refused(
+                home,
+                &env.db,
+                &[os("set"), id, os("--base"), os("1m")],
+                2,
+                add_needle,
+            );
+        }
+        for command in [
+            "activity",
+            "heartbeat",
+            "poke",
+            "miss",
+            "reset",
+            "rm",
+            "show",
+            "pause",
+            "resume",
+        ] {
+            refused(home, &env.db, &[os(command), os("--"), id], 2, needle);
+        }
+        refused(home, &env.db, &[os("history"), os("--"), id], 2, needle);
+        cases += if help { 10 } else { 12 };
+    }
+    // On a database that does not exist, a bad id creates nothing either.
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("state/poked.db");
+    for (id, needle) in &ids {
+        let id = OsStr::from_bytes(id);
+        let add_needle = if id.as_bytes().starts_with(b"-") {
+            "unexpected argument"
+        } else {
+            needle
+        };
+        if id.as_bytes() != b"--help" {
+            refused(empty.path(), &missing, &[OsStr::new("add"), id], 2, add_needle);
+            cases += 1;
+        }
+        refused(
+            empty.path(),
+            &missing,
+            &[OsStr::new("activity"), OsStr::new("--"), id],
+            2,
+            needle,
+        );
+        cases += 1;
+    }
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+    // `--help` as an option is a request for help, not an id: usage on stdout, exit 0,
+    // nothing created. As an id (after `--`) it is refused above.
+    let before = tree(empty.path());
+    let out = poked(&missing)
+        .current_dir(empty.path())
+        .args(["add", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    assert!(tree(empty.path()) == before);
+    eprintln!(
+        "bad ids: {} ids, {cases} refusals, each exit 2, one line, nothing changed",
+        ids.len()
+    );
+}
+
+#[test]
+fn bad_durations_factors_and_fractions_are_refused_and_change_nothing() {
+    let env = Env::new();
+    let home = env.dir.path();
+    must(&env.db, &["add", "a", "--", "true"]);
+    must(&env.db, &["run", "--once"]);
+    let durations: &[(&str, &str)] = &[
+        ("", "empty"),
+        (" ", "empty"),
+        ("0", "unit"),
+        ("5", "unit"),
+        ("-5m", "negative"),
+        ("5x", "unknown time unit"),
+        ("1.5.5m", "--base"),
+        ("5m5", "unit"),
+        ("1h-30m", "--base"),
+        ("NaN", "--base"),
+        ("inf", "--base"),
+        ("+5m", "--base"),
+        ("0x10s", "--base"),
+        ("1e3s", "--base"),
+        ("١٢m", "--base"),
+        ("💥", "--base"),
+        ("0.5ms", "finer than a millisecond"),
+        ("1ns", "finer than a millisecond"),
+        ("11y", "longer than 10 years"),
+        ("3651d", "longer than 10 years"),
+        ("9223372036854775807ms", "too large"),
+        ("99999999999999999999h", "too large"),
+        ("0s", "more than zero"),
+        ("0ms", "more than zero"),
+    ];
+    let factors: &[(&str, &str)] = &[
+        ("", "not a number"),
+        ("nan", "finite"),
+        ("inf", "finite"),
+        ("-inf", "finite"),
+        ("infinity", "finite"),
+        ("1e309", "finite"),
+        ("-1", "≥ 1"),
+        ("0", "≥ 1"),
+        ("0.999", "≥ 1"),
+        ("1e-400", "≥ 1"),
+        ("1,5", "not a number"),
+        ("0x10", "not a number"),
+        ("1.5.5", "not a number"),
+        ("1.5x", "not a number"),
+        ("٣", "not a number"),
+    ];
+    let jitters: &[(&str, &str)] = &[
+        ("nan", "between 0 and 1"),
+        ("-0.1", "between 0 and 1"),
+        ("1.0001", "between 0 and 1"),
+        ("2", "between 0 and 1"),
+        ("inf", "between 0 and 1"),
+        ("", "not a number"),
+    ];
+    let mut cases = 0;
+    for (option, table) in [
+        ("--base", durations),
+        ("--factor", factors),
+        ("--jitter", jitters),
+    ] {
+        for (value, needle) in table {
+            for prefix in [&["add", "b"][..], &["set", "a"]] {
+                let args: Vec<&OsStr> = prefix
+                    .iter()
+                    .chain([&option, value])
+                    .map(|s| OsStr::new(*s))
+                    .collect();
+                refused(home, &env.db, &args, 2, needle);
+                cases += 1;
+            }
+        }
+    }
+    for option in ["--max", "--fresh", "--very-stale"] {
+        for (value, needle) in durations
+            .iter()
+            .filter(|(v, _)| !v.ends_with('s') || v.contains('.'))
+        {
+            let needle = if *needle == "--base" { option } else { needle };
+            let args: Vec<&OsStr> = ["set", "a", option, *value].into_iter().map(OsStr::new).collect();
+            refused(home, &env.db, &args, 2, needle);
+            cases += 1;
+        }
+    }
+    // Combinations that break a rule between settings.
+    for (args, needle) in [
+        (
+            &["add", "b", "--base", "1h", "--max", "1m"][..],
+            "at least the base",
+        ),
+        (
+            &["add", "b", "--fresh", "10m", "--very-stale", "5m"],
+            "--very-stale",
+        ),
+        (&["set", "a", "--max", "1ms"], "at least the base"),
+        (
+            &["set", "a", "--strategy", "Geometric"],
+            "fixed, geometric or exponential",
+        ),
+        (&["add", "b", "--heartbeat-file", ""], "absolute"),
+        (&["add", "b", "--heartbeat-file", "hb"], "absolute"),
+        (&["add", "b", "--", ""], "must not be empty"),
+        (&["activity", "a", "--at", "yesterday"], "--at"),
+        (&["history", "--since", "99999y"], "--since"),
+        (&["history", "--limit", "0"], "--limit"),
+        (&["prune", "--older-than", "0s"], "more than zero"),
+        (&["run", "--once", "--concurrency", "100000"], "--concurrency"),
+        (
+            &["run", "--once", "--command-timeout", "99999999999h"],
+            "10 years",
+        ),
+    ] {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        refused(home, &env.db, &args, 2, needle);
+        cases += 1;
+    }
+    eprintln!("bad values: {cases} refusals, each exit 2, one line, nothing changed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Bad files and paths (beyond tests/files.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// A database with 300 agents and a few thousand log rows, written through the library (fast),
+/// so every table and index spans several pages.
+fn seeded_database(db: &Path) {
+    use poked::agent::{AgentId, Settings};
+    use poked::random::FixedDraw;
+    use poked::store::{OpenOptions, Store, Synchronous};
+    let store = Store::open(
+        db,
+        OpenOptions {
+            create: true,
+            synchronous: Synchronous::Normal,
+            connections: 1,
+        },
+    )
+    .unwrap();
+    let draw = FixedDraw(0.5);
+    let t0 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    for i in 0..300 {
+        let id = AgentId::parse(&format!("agent-{i:03}")).unwrap();
+        store.add(&id, &Settings::default(), false, t0, &draw).unwrap();
+        for k in 0..8 {
+            let at = t0 + (k + 1) * 60_000;
+            if k % 3 == 2 {
+                store.record_activity(&id, at, at, &draw).unwrap();
+            } else {
+                store.record_miss(&id, at, &draw).unwrap();
+            }
+        }
+    }
+    store.checkpoint(true).unwrap();
+}
+
+/// `(page number, owner)` of every page in use, from SQLite's `dbstat`.
+fn pages(db: &Path) -> Vec<(i64, String)> {
+    let conn = inspect(db);
+    let mut stmt = conn
+        .prepare("SELECT pageno, name FROM dbstat ORDER BY pageno")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// Every command that reads, and `check`.
+const READS: &[&[&str]] = &[
+    &["list"],
+    &["list", "--json"],
+    &["show", "agent-150"],
+    &["history"],
+    &["history", "agent-150"],
+    &["stats"],
+    &["due"],
+    &["next"],
+    &["status"],
+    &["export"],
+    &["check"],
+];
+
+#[test]
+fn a_damaged_page_is_reported_as_corrupt_and_left_untouched() {
+    let env = Env::new();
+    let pristine = env.dir.path().join("pristine.db");
+    seeded_database(&pristine);
+    let all = pages(&pristine);
+    let mut rng = Rng::from_env("a_damaged_page");
+    // A page of each table and index, and one anywhere but the header page.
+    let mut owners: Vec<String> = all.iter().map(|(_, name)| name.clone()).collect();
+    owners.sort();
+    owners.dedup();
+    owners.retain(|name| name != "sqlite_schema");
+    let mut picks: Vec<(i64, String)> = owners
+        .iter()
+        .map(|owner| {
+            let of: Vec<_> = all.iter().filter(|(_, name)| name == owner).collect();
+            of[rng.between(0, of.len() as u64 - 1) as usize].clone()
+        })
+        .collect();
+    let interior: Vec<_> = all.iter().filter(|(page, _)| *page > 1).collect();
+    picks.push(interior[rng.between(0, interior.len() as u64 - 1) as usize].clone());
+    let page_size = 4096;
+    let mut reported = Vec::new();
+    for (page, owner) in &picks {
+        let mut bytes = std::fs::read(&pristine).unwrap();
+        let at = (*page as usize - 1) * page_size;
+        for b in &mut bytes[at..at + page_size] {
+            *b = rng.next() as u8;
+        }
+        std::fs::write(&env.db, &bytes).unwrap();
+        let mut corrupt_seen = Vec::new();
+        for args in READS
+            .iter()
+            .copied()
+            .chain([&["activity", "agent-150"][..], &["run", "--once"]])
+        {
+            let before = std::fs::read(&env.db).unwrap();
+            let started = Instant::now();
+            let out = poked(&env.db).args(args).output().unwrap();
+            let took = started.elapsed();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let what = format!("page {page} of {owner}: poked {args:?}");
+            assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+            assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+            match out.status.code() {
+                Some(0) => {}
+                Some(1) => {
+                    let line = stderr.lines().last().unwrap_or_default();
+                    assert!(line.starts_with("poked: "), "{what}: {stderr}");
+                    if line.contains("is corrupt") || args == ["check"] {
+                        corrupt_seen.push(args.join(" "));
+                    }
+                    // `run` commits each poke on its own: those before the damaged page stay.
+                    if args[0] != "run" {
+                        assert!(
+                            std::fs::read(&env.db).unwrap() == before,
+                            "{what} failed and changed the file"
+                        );
+                    }
+                }
+                other => panic!("{what}: exit {other:?}: {stderr}"),
+            }
+            if args[0] != "activity" && args[0] != "run" {
+                assert!(
+                    std::fs::read(&env.db).unwrap() == before,
+                    "{what} (a read) changed the file"
+                );
+            }
+        }
+        // `check` reads every page: whatever was hit, it must say so.
+        let out = poked(&env.db).arg("check").output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "page {page} of {owner}: check passed: {text}"
+        );
+        assert!(
+            text.contains("corrupt") || text.contains("integrity"),
+            "page {page}: {text}"
+        );
+        eprintln!(
+            "page {page} of {owner}: reported by {corrupt_seen:?}\n  check: {}",
+            text.trim()
+        );
+        reported.push((page, owner.clone(), corrupt_seen));
+    }
+    eprintln!(
+        "damaged pages: {} of {} pages, each reported, none panicked",
+        picks.len(),
+        all.len()
+    );
+}
+
+#[test]
+fn read_commands_in_a_missing_folder_say_so_and_create_nothing() {
+    let env = Env::new();
+    let db = env.dir.path().join("no/such/folder/poked.db");
+    for args in READS
+        .iter()
+        .copied()
+        .chain([&["activity", "a"][..], &["rm", "a"], &["pause", "a"]])
+    {
+        let started = Instant::now();
+        let out = poked(&db)
+            .current_dir(env.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "poked {args:?} was slow"
+        );
+        crate::common::assert_error(&out, 1, "no database at");
+        crate::common::assert_error(&out, 1, &db.display().to_string());
+    }
+    assert_eq!(
+        std::fs::read_dir(env.dir.path()).unwrap().count(),
+        0,
+        "a folder was created"
+    );
+}
+
+/// Runs poked as `nobody` (uid 65534) through setpriv, when the tests run as root.
+fn as_nobody(db: &Path, args: &[&str]) -> Option<std::process::Output> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(assert_cmd::cargo::cargo_bin!("poked"))
+        .args(args)
+        .env("POKED_DB", db)
+        .env_remove("POKED_NOW")
+        .env("NO_COLOR", "1")
+        .output()
+        .ok()?;
+    Some(out)
+}
+
+#[test]
+fn a_database_owned_by_another_user_is_refused_untouched() {
+    let env = Env::new();
+    must(&env.db, &["add", "a"]);
+    // The folder is open to all, the file is root's with mode 0600 (as poked creates it).
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let before = tree(env.dir.path());
+    for args in READS
+        .iter()
+        .copied()
+        .chain([&["activity", "a"][..], &["add", "b"], &["init"]])
+    {
+        let started = Instant::now();
+        let Some(out) = as_nobody(&env.db, args) else {
+            eprintln!("skipped: not root, so no other user to try as");
+            return;
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "poked {args:?} was slow"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        crate::common::assert_error(&out, 1, &env.db.display().to_string());
+        assert!(
+            stderr.contains("permission denied") || stderr.contains("owned by"),
+            "poked {args:?} as nobody: {stderr}"
+        );
+    }
+    assert!(
+        tree(env.dir.path()) == before,
+        "another user's attempt changed the folder"
     );
 }

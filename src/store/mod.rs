@@ -294,13 +294,32 @@ fn writable_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// A file this user may not open for reading: say whose it is rather than call it read-only.
+fn unreadable_error(path: &Path, e: std::io::Error) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(meta) if e.kind() == std::io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            path: path.to_path_buf(),
+            detail: format!(
+                "it belongs to uid {} with mode {:04o} and this is uid {}; \
+                 run poked as its owner or change its permissions",
+                meta.uid(),
+                meta.mode() & 0o7777,
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                unsafe { libc::geteuid() }
+            ),
+        },
+        _ => writable_error(path, e),
+    }
+}
+
 /// Reads the SQLite header without SQLite, so a file that is not ours is refused untouched.
 fn check_header(path: &Path) -> Result<()> {
     let not_poked = |reason: String| Error::NotPoked {
         path: path.to_path_buf(),
         reason,
     };
-    let mut file = fs::File::open(path).map_err(|e| writable_error(path, e))?;
+    let mut file = fs::File::open(path).map_err(|e| unreadable_error(path, e))?;
     let len = file
         .metadata()
         .map_err(|source| Error::Io {
