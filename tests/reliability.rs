@@ -2015,3 +2015,90 @@ fn a_database_owned_by_another_user_is_refused_untouched() {
         "another user's attempt changed the folder"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. The WAL stays bounded.
+// ---------------------------------------------------------------------------------------------
+
+/// `journal_size_limit` of src/store/mod.rs.
+const WAL_LIMIT: u64 = 16 * 1024 * 1024;
+
+#[test]
+fn the_wal_shrinks_back_under_its_limit_soon_after_a_long_reader_ends() {
+    use poked::agent::AgentId;
+    use poked::random::FixedDraw;
+    use poked::store::{OpenOptions, Store, Synchronous};
+    let env = Env::new();
+    let db = env.db.clone();
+    must(&db, &["add", "w", "--base", "1h"]);
+    let daemon = Guarded::new(
+        poked(&db)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = i64::from(daemon.id());
+    assert!(wait_for(Duration::from_secs(10), || recorded_daemon(&db) == Some(pid)));
+    let wal = poked::store::wal_path(&db);
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+
+    // A reader holds one snapshot (as a `sqlite3` shell left in a transaction would) while
+    // thousands of transitions are committed: no checkpoint can pass it, so the -wal grows.
+    let reader = inspect(&db);
+    reader.execute_batch("BEGIN").unwrap();
+    let rows: i64 = reader
+        .query_row("SELECT count(*) FROM poke_log", [], |r| r.get(0))
+        .unwrap();
+    let writer = Store::open(
+        &db,
+        OpenOptions {
+            create: false,
+            synchronous: Synchronous::Normal,
+            connections: 1,
+        },
+    )
+    .unwrap();
+    let id = AgentId::parse("w").unwrap();
+    let draw = FixedDraw(0.5);
+    let started = Instant::now();
+    let mut transitions = 0;
+    while transitions < 3000 || wal_size() < 2 * WAL_LIMIT {
+        let now = 1_900_000_000_000 + transitions;
+        writer.record_activity(&id, now, now, &draw).unwrap();
+        transitions += 1;
+        assert!(
+            transitions < 30_000,
+            "the -wal does not grow: {} bytes",
+            wal_size()
+        );
+    }
+    drop(writer);
+    let grown = wal_size();
+    let still: i64 = reader
+        .query_row("SELECT count(*) FROM poke_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(still, rows, "the reader's snapshot moved");
+    drop(reader); // ends its transaction
+    let ended = Instant::now();
+    // Nothing writes any more: bringing the -wal back is the daemon's job.
+    assert!(
+        wait_for(Duration::from_secs(10), || wal_size() <= WAL_LIMIT),
+        "the -wal is still {} bytes {:?} after the reader ended",
+        wal_size(),
+        ended.elapsed()
+    );
+    let shrunk_after = ended.elapsed();
+    eprintln!(
+        "wal: {transitions} transitions in {:?} behind a reader grew it to {} MiB; \
+         back to {} KiB {shrunk_after:?} after the reader ended",
+        ended - started,
+        grown >> 20,
+        wal_size() >> 10
+    );
+    // SAFETY: SIGTERM to our own unreaped child.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(daemon.take().wait().unwrap().success());
+    poked_check(&db).unwrap();
+}
