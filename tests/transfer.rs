@@ -115,6 +115,8 @@ fn export_then_import_into_a_fresh_database_round_trips() {
             ("hq-mayor".to_string(), "added".to_string(), 300_000, 0),
         ]
     );
+    // And `check` agrees: an imported agent's misses are anchored on its `added` row.
+    target.ok(LATER, &["check"]);
 }
 
 #[test]

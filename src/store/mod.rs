@@ -53,9 +53,7 @@ use crate::error::{Error, Result};
 pub use daemon::{DaemonRecord, Watcher};
 pub use import::{BatchFailure, ImportCounts};
 pub use queries::{HistoryFilter, LogRow};
-pub use report::{
-    Breach, CheckSnapshot, FollowStep, KINDS, LogCounts, LogSummary, OUTCOMES, PRUNE_BATCH,
-};
+pub use report::{Breach, CheckSnapshot, FollowStep, KINDS, LogCounts, LogSummary, OUTCOMES, PRUNE_BATCH};
 pub use transitions::{Patch, PokeStarted};
 
 /// `PRAGMA application_id` of a poked database: "pokd" in ASCII.
@@ -151,6 +149,9 @@ impl Store {
             .idle_timeout(None)
             .thread_pool(Arc::clone(&threads))
             .connection_timeout(BUSY_TIMEOUT)
+            // r2d2_sqlite's check is `execute_batch("")` at every checkout: a cost on every
+            // transition for a local file that cannot go stale.
+            .test_on_check_out(false)
             .build(manager)?;
         let (done, wait) = std::sync::mpsc::channel();
         threads.execute(move || {

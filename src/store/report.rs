@@ -373,11 +373,12 @@ fn read_invariants(conn: &Connection) -> Result<CheckSnapshot> {
         }
     }
 
-    // Misses in a row against the log: the `miss` rows after the agent's last row that puts
-    // the count back to zero. Only when that row is still there (prune may have taken it).
+    // Misses in a row against the log: the anchor's own count (0 for add, activity and reset;
+    // an imported agent's `added` row carries the misses it came with) plus the `miss` rows
+    // after it. Only when that row is still there (prune may have taken it).
     let mut stmt = conn.prepare(
         "SELECT a.id, a.consecutive_misses, anchor.id, anchor.kind,
-                (SELECT count(*) FROM poke_log m
+                anchor.consecutive_misses + (SELECT count(*) FROM poke_log m
                  WHERE m.agent_id = a.id AND m.kind = 'miss' AND m.id > anchor.id)
          FROM agents a
          JOIN poke_log anchor ON anchor.id = (

@@ -179,6 +179,41 @@ fn save(tx: &Transaction<'_>, agent: &Agent) -> Result<Agent> {
     load(tx, &agent.id)
 }
 
+/// Writes back the columns a transition changes — never the settings, so their CHECK
+/// constraints are not evaluated again — and reads back the recomputed `next_due_at`; exactly
+/// one row must change. (`RETURNING next_due_at` measured slower: SQLite buffers it in a
+/// temporary B-tree.) Every transition but `set` uses this.
+fn save_state(tx: &Transaction<'_>, agent: &Agent) -> Result<Agent> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE agents SET current_interval_ms = ?2, wait_ms = ?3, consecutive_misses = ?4,
+                 last_poke_at = ?5, last_activity_at = ?6, paused = ?7, updated_at = ?8
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            agent.id,
+            agent.current_interval_ms,
+            agent.wait_ms,
+            agent.consecutive_misses,
+            agent.last_poke_at,
+            agent.last_activity_at,
+            agent.paused,
+            agent.updated_at,
+        ])?;
+    if changed != 1 {
+        return Err(Error::UnknownAgent(agent.id.clone()));
+    }
+    #[cfg(debug_assertions)]
+    split_transition_fault(tx)?;
+    let next_due_at = tx
+        .prepare_cached("SELECT next_due_at FROM agents WHERE id = ?1")?
+        .query_row([&agent.id], |row| row.get(0))?;
+    Ok(Agent {
+        next_due_at,
+        ..agent.clone()
+    })
+}
+
 /// The crash suite's negative control (tests/reliability.rs), compiled into debug builds only:
 /// with `POKED_FAULT=split-transition`, the agent row is committed on its own and the log row
 /// follows in a second transaction 20 ms later, so a kill in between leaves a state change
@@ -338,7 +373,7 @@ impl Store {
                 }
                 agent.paused = paused;
                 agent.updated_at = now;
-                let agent = save(tx, &agent)?;
+                let agent = save_state(tx, &agent)?;
                 append(tx, &agent, Entry::new(if paused { PAUSED } else { RESUMED }, now))?;
                 changed.push(true);
             }
@@ -351,7 +386,7 @@ impl Store {
         self.write(|tx| {
             let mut agent = load(tx, id.as_str())?;
             poke(&mut agent, now, draw);
-            let agent = save(tx, &agent)?;
+            let agent = save_state(tx, &agent)?;
             let mut entry = Entry::new(POKE, now);
             entry.outcome = Some("sent");
             entry.detail = Some("recorded by hand".into());
@@ -365,7 +400,7 @@ impl Store {
         self.write(|tx| {
             let mut agent = load(tx, id.as_str())?;
             miss(&mut agent, now, draw);
-            let agent = save(tx, &agent)?;
+            let agent = save_state(tx, &agent)?;
             append(tx, &agent, Entry::new(MISS, now))?;
             Ok(agent)
         })
@@ -397,7 +432,7 @@ impl Store {
         self.write(|tx| {
             let mut agent = load(tx, id.as_str())?;
             back_to_base(&mut agent, now, draw);
-            let agent = save(tx, &agent)?;
+            let agent = save_state(tx, &agent)?;
             append(tx, &agent, Entry::new(RESET, now))?;
             Ok(agent)
         })
@@ -440,7 +475,7 @@ impl Store {
                 append(tx, &after_miss, Entry::new(MISS, now))?;
             }
             poke(&mut agent, now, draw);
-            let agent = save(tx, &agent)?;
+            let agent = save_state(tx, &agent)?;
             let mut entry = Entry::new(POKE, now);
             entry.outcome = Some(if agent.settings.command.is_some() {
                 "pending"
@@ -516,7 +551,7 @@ fn activity(
     let at = at.min(now);
     back_to_base(&mut agent, now, draw);
     agent.last_activity_at = Some(agent.last_activity_at.map_or(at, |last| last.max(at)));
-    let agent = save(tx, &agent)?;
+    let agent = save_state(tx, &agent)?;
     append(tx, &agent, Entry::new(ACTIVITY, at))?;
     Ok(agent)
 }
