@@ -25,7 +25,13 @@ pub struct Cli {
     pub db: Option<PathBuf>,
 
     /// Commit durability: `full` survives power loss, `normal` is faster [env: POKED_SYNCHRONOUS]
-    #[arg(long, global = true, value_enum, value_name = "LEVEL", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "LEVEL",
+        help_heading = "Global options"
+    )]
     pub synchronous: Option<SyncLevel>,
 
     /// More log output (-v, -vv)
@@ -297,7 +303,12 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Rows at or before this time (not with --follow)
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true, conflicts_with = "follow")]
+    #[arg(
+        long,
+        value_name = "TIME",
+        allow_hyphen_values = true,
+        conflicts_with = "follow"
+    )]
     pub until: Option<String>,
     /// Only rows of this kind; repeat for several
     #[arg(long, value_name = "KIND", value_parser = PossibleValuesParser::new(crate::store::KINDS.iter().copied()))]
