@@ -1037,12 +1037,14 @@ fn restart_and_stop_now(db: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Ten kills here (the soak tier runs 50 with three agents): each restart waits for the
+/// interrupted commands' zombies to be reaped by init, up to 2 s per poke in this sandbox.
 #[test]
 fn kills_during_pokes_leave_no_double_poke_and_no_orphan() {
-    let f = kill_during_pokes(20, 2, "kills_during_pokes").unwrap_or_else(|e| panic!("{e}"));
+    let f = kill_during_pokes(10, 2, "kills_during_pokes").unwrap_or_else(|e| panic!("{e}"));
     eprintln!("kill during a poke: {f:?}");
-    assert_eq!(f.kills, 20);
-    assert!(f.in_flight_at_kill >= 20, "{f:?}");
+    assert_eq!(f.kills, 10);
+    assert!(f.in_flight_at_kill >= 10, "{f:?}");
     assert_eq!(f.recorded_interrupted, f.in_flight_at_kill);
 }
 
@@ -1281,6 +1283,16 @@ fn eight_processes_on_one_agent_lose_no_update() {
 fn five_processes_creating_one_database_at_once_all_succeed() {
     let took = simultaneous_creation(20).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("simultaneous creation: 20 rounds of 5 processes, 0 failures, {took:?}");
+}
+
+/// Power loss cannot be simulated here; what the suite can check is that a commit waits for
+/// the disk by default (`synchronous = FULL`): the store sets it on every connection and reads
+/// it back, refusing to run when it did not take.
+#[test]
+fn commits_wait_for_the_disk_by_default() {
+    use poked::store::{OpenOptions, Synchronous};
+    assert_eq!(OpenOptions::default().synchronous, Synchronous::Full);
+    assert_eq!(Synchronous::default(), Synchronous::Full);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1882,9 +1894,11 @@ fn a_damaged_page_is_reported_as_corrupt_and_left_untouched() {
                 Some(1) => {
                     let line = stderr.lines().last().unwrap_or_default();
                     assert!(line.starts_with("poked: "), "{what}: {stderr}");
-                    if line.contains("is corrupt") || args == ["check"] {
-                        corrupt_seen.push(args.join(" "));
-                    }
+                    assert!(
+                        line.contains("is corrupt"),
+                        "{what}: not reported as corrupt: {stderr}"
+                    );
+                    corrupt_seen.push(args.join(" "));
                     // `run` commits each poke on its own: those before the damaged page stay.
                     if args[0] != "run" {
                         assert!(

@@ -7,6 +7,7 @@ mod daemon;
 mod files;
 mod operator;
 mod reliability;
+mod soak;
 mod store;
 mod timeline;
 mod transfer;
