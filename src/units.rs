@@ -24,6 +24,9 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     if trimmed.chars().all(|c| c.is_ascii_digit()) && !trimmed.is_empty() {
         return Err("needs a unit, e.g. 90s, 5m, 1h30m or 250ms".into());
     }
+    if trimmed.contains('M') {
+        return Err("M is ambiguous (humantime reads it as months): write 5m or 5min for minutes".into());
+    }
     let d = humantime::parse_duration(trimmed)
         .map_err(|e| format!("{e} (write durations like 250ms, 90s, 5m, 1h30m)"))?;
     if d.subsec_nanos() % 1_000_000 != 0 {
@@ -80,6 +83,9 @@ pub fn parse_rfc3339(text: &str) -> Result<Millis, String> {
 /// (`2h`), or a duration with a leading `+` meaning "that long from now" (`+10m`, for `due`).
 pub fn parse_time(text: &str, now: Millis) -> Result<Millis, String> {
     if let Ok(at) = parse_rfc3339(text) {
+        if at < 0 {
+            return Err("before 1970".into());
+        }
         return Ok(at);
     }
     if let Some(ahead) = text.trim().strip_prefix('+') {
@@ -163,6 +169,7 @@ mod tests {
         assert!(parse_time("+banana", now).is_err());
         assert_eq!(parse_time("2026-01-01T00:05:00Z", now), Ok(now - 55 * 60_000));
         assert!(parse_time("banana", now).is_err());
+        assert!(parse_time("0000-01-01T00:00:00Z", now).is_err());
         assert_eq!(format_time(now), "2026-01-01T01:00:00Z");
         assert_eq!(format_time(now + 250), "2026-01-01T01:00:00.250Z");
         assert_eq!(format_relative(now + 192_400, now), "in 3m12s");

@@ -1037,14 +1037,15 @@ fn restart_and_stop_now(db: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Ten kills here (the soak tier runs 50 with three agents): each restart waits for the
-/// interrupted commands' zombies to be reaped by init, up to 2 s per poke in this sandbox.
+/// The 50 kills (the soak tier runs 50 with three agents). A restart is quick: start-up
+/// recovery counts a group whose members have all exited as gone, without waiting for init to
+/// reap their zombies.
 #[test]
 fn kills_during_pokes_leave_no_double_poke_and_no_orphan() {
-    let f = kill_during_pokes(10, 2, "kills_during_pokes").unwrap_or_else(|e| panic!("{e}"));
+    let f = kill_during_pokes(50, 2, "kills_during_pokes").unwrap_or_else(|e| panic!("{e}"));
     eprintln!("kill during a poke: {f:?}");
-    assert_eq!(f.kills, 10);
-    assert!(f.in_flight_at_kill >= 10, "{f:?}");
+    assert_eq!(f.kills, 50);
+    assert!(f.in_flight_at_kill >= 50, "{f:?}");
     assert_eq!(f.recorded_interrupted, f.in_flight_at_kill);
 }
 

@@ -52,6 +52,17 @@ fn process_group(pid: i32) -> Option<i32> {
     after_name.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// Whether a process has exited and only waits to be reaped (state `Z` or `X` in
+/// /proc/PID/stat); a process that is gone altogether counts too.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_none_or(|state| state == "Z" || state == "X")
+}
+
 fn environ_has(pid: i32, marker: &str, db: &str) -> bool {
     let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
         return false;
@@ -67,8 +78,9 @@ fn stop_group(pgid: i32, grace: Duration) {
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
     let started = Instant::now();
     while started.elapsed() < grace {
-        // SAFETY: signal 0 only checks whether the group still exists.
-        if unsafe { libc::kill(-pgid, 0) } != 0 {
+        // A group whose members have all exited is gone, even while its zombies wait for
+        // their new parent (often init, which may reap them seconds later) to collect them.
+        if group_members(pgid).iter().all(|pid| is_zombie(*pid)) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

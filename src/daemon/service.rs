@@ -23,8 +23,8 @@
 //!
 //! # Errors
 //!
-//! A busy, full or read-only database is logged once and retried with a growing delay (up to a
-//! minute) while the daemon keeps running; any other database error ends the daemon with a
+//! A busy, full or read-only database is logged once and retried with a growing delay (up to ten
+//! seconds) while the daemon keeps running; any other database error ends the daemon with a
 //! non-zero exit so its supervisor restarts it on a fresh connection. A transition is never
 //! assumed to have happened: each one is a transaction that either committed or did not.
 
@@ -64,7 +64,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Log rows deleted per transaction by `--retain`.
 const PRUNE_BATCH: usize = 1000;
 /// The longest delay between retries of a failing database.
-const MAX_RETRY: Duration = Duration::from_secs(60);
+const MAX_RETRY: Duration = Duration::from_secs(10);
 
 /// How `poked run` runs.
 #[derive(Debug, Clone, Default)]
