@@ -28,7 +28,7 @@ impl Heartbeats {
         match result {
             Ok(time) => {
                 if warned.remove(agent_id) {
-                    tracing::info!(agent = ?agent_id, path, "heartbeat file is readable again");
+                    tracing::info!(agent = agent_id, path, "heartbeat file is readable again");
                 }
                 // A modification time before 1970 counts as no activity.
                 let ms = time.duration_since(UNIX_EPOCH).ok()?.as_millis();
@@ -36,7 +36,7 @@ impl Heartbeats {
             }
             Err(e) => {
                 if warned.insert(agent_id.to_owned()) {
-                    tracing::warn!(agent = ?agent_id, path, error = %e, "cannot read heartbeat file; counting no activity from it");
+                    tracing::warn!(agent = agent_id, path, error = %e, "cannot read heartbeat file; counting no activity from it");
                 }
                 None
             }

@@ -173,7 +173,7 @@ impl Scheduler<'_> {
                 }
             } else {
                 tracing::info!(
-                    agent = ?poke.agent.id,
+                    agent = poke.agent.id.as_str(),
                     misses = poke.agent.consecutive_misses,
                     interval = %format_duration(poke.agent.current_interval_ms),
                     outcome = "sent",
@@ -233,7 +233,7 @@ impl Scheduler<'_> {
             return Ok(false);
         }
         self.store.record_heartbeat(&agent.id, mtime, now, self.draw)?;
-        tracing::debug!(agent = ?agent.id, "activity from heartbeat file");
+        tracing::debug!(agent = agent.id.as_str(), "activity from heartbeat file");
         Ok(true)
     }
 }
@@ -258,7 +258,7 @@ fn carry_out(store: &Store, poke: &PokeStarted, argv: &[String], options: &PassO
     let env = command_env(store, poke);
     let mut record_pgid = |pid: u32| {
         if let Err(e) = store.set_poke_pgid(poke.log_id, pid) {
-            tracing::warn!(agent = ?poke.agent.id, error = %e, "could not record the command's process group");
+            tracing::warn!(agent = poke.agent.id.as_str(), error = %e, "could not record the command's process group");
         }
     };
     let result = run_command(
@@ -270,7 +270,7 @@ fn carry_out(store: &Store, poke: &PokeStarted, argv: &[String], options: &PassO
         &mut record_pgid,
     );
     tracing::info!(
-        agent = ?poke.agent.id,
+        agent = poke.agent.id.as_str(),
         misses = poke.agent.consecutive_misses,
         interval = %format_duration(poke.agent.current_interval_ms),
         outcome = result.outcome.as_str(),
@@ -296,12 +296,12 @@ fn record_outcome(store: &Store, poke: &PokeStarted, result: &CommandResult) {
         match recorded {
             Ok(()) => return,
             Err(e) if is_transient(&e) && attempt < 8 => {
-                tracing::warn!(agent = ?poke.agent.id, error = %e, "cannot record a poke's outcome yet; retrying");
+                tracing::warn!(agent = poke.agent.id.as_str(), error = %e, "cannot record a poke's outcome yet; retrying");
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                tracing::error!(agent = ?poke.agent.id, error = %e, "could not record a poke's outcome");
+                tracing::error!(agent = poke.agent.id.as_str(), error = %e, "could not record a poke's outcome");
                 return;
             }
         }

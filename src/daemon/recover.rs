@@ -17,7 +17,11 @@ use crate::store::Store;
 pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
     let pending = store.interrupt_pending("the daemon stopped before the command finished")?;
     for (log_id, agent_id, pgid) in &pending {
-        tracing::warn!(agent = ?agent_id, poke = log_id, "poke left pending by a stopped daemon: recorded as interrupted");
+        tracing::warn!(
+            agent = agent_id.as_str(),
+            poke = log_id,
+            "poke left pending by a stopped daemon: recorded as interrupted"
+        );
         let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) else {
             continue;
         };
@@ -27,7 +31,11 @@ pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
             .iter()
             .any(|pid| environ_has(*pid, &marker, &db))
         {
-            tracing::warn!(agent = ?agent_id, pgid, "stopping the leftover command of an interrupted poke");
+            tracing::warn!(
+                agent = agent_id.as_str(),
+                pgid,
+                "stopping the leftover command of an interrupted poke"
+            );
             stop_group(pgid, grace);
         }
     }
