@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use tempfile::TempDir;
@@ -94,4 +95,18 @@ pub fn assert_error(out: &Output, code: i32, needle: &str) {
         "error {stderr:?} does not mention {needle:?}"
     );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if started.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
