@@ -3,8 +3,8 @@
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use poked::cli::{Cli, Command, LogFormat};
 use poked::{Error, commands};
 
@@ -25,6 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.command.is_none() && !cli.print_db {
+        // A bare `poked` shows what it can do, on stderr since it did not do it.
+        let _ = Cli::command().write_help(&mut std::io::stderr());
+        return ExitCode::from(2);
+    }
     init_logging(&cli);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
