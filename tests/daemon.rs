@@ -529,3 +529,52 @@ fn chrono_now() -> String {
         .unwrap();
     poked::units::format_time(now.as_millis() as i64)
 }
+
+#[test]
+fn recovery_finds_a_command_whose_group_was_never_recorded() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    add(&env, &["a", "--base", "1h"]);
+    // A daemon that died between starting a command and recording its process group leaves a
+    // pending poke with no pgid, and a live command that carries the poke in its environment.
+    let conn = env.sql();
+    conn.execute_batch(
+        "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, outcome)
+         VALUES ('a', 0, 'poke', 3600000, 0, 'pending')",
+    )
+    .unwrap();
+    let poke_id = conn.last_insert_rowid();
+    drop(conn);
+    let mut orphan = Command::new("sleep")
+        .arg("600")
+        .env("POKED_POKE_ID", poke_id.to_string())
+        .env("POKED_DB", &env.db)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // An unrelated process with another poke id must be left alone.
+    let mut bystander = Command::new("sleep")
+        .arg("600")
+        .env("POKED_POKE_ID", (poke_id + 1000).to_string())
+        .env("POKED_DB", &env.db)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let out = env.cmd().args(["run", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stopped = wait_for(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some());
+    let bystander_alive = bystander.try_wait().unwrap().is_none();
+    let _ = orphan.kill();
+    let _ = orphan.wait();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(stopped, "the interrupted poke's command survived recovery");
+    assert!(bystander_alive, "recovery stopped a process of another poke");
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
+        ),
+        1
+    );
+}

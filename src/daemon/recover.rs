@@ -1,12 +1,14 @@
 //! Start-up recovery: pokes a dead daemon left `pending`, and their commands.
 //!
-//! A daemon killed while a command ran leaves its poke `pending` with the command's process
-//! group recorded. The next daemon marks each such poke `interrupted` (the agent is then not
-//! poked again before its next due time: a poke is sent at most once) and stops the group if it
-//! is still alive. A process group id can be reused after a reboot, so a group is only signalled
-//! when one of its members carries that very poke in its environment (`POKED_POKE_ID` and
-//! `POKED_DB`, set by poked for every command).
+//! A daemon killed while a command ran leaves its poke `pending`. The next daemon marks each
+//! such poke `interrupted` (the agent is then not poked again before its next due time: a poke
+//! is sent at most once) and stops the command's process group if it is still alive. The
+//! commands are found by what poked puts in every command's environment, `POKED_POKE_ID` and
+//! `POKED_DB`, not by the process group recorded in the log: the daemon may have died between
+//! starting a command and recording its group, and a recorded group id may since have been
+//! reused by an unrelated process (after a reboot, say).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -16,21 +18,19 @@ use crate::store::Store;
 /// Returns how many pokes were recovered.
 pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
     let pending = store.interrupt_pending("the daemon stopped before the command finished")?;
-    for (log_id, agent_id, pgid) in &pending {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let db = store.path().display().to_string();
+    let wanted: BTreeSet<i64> = pending.iter().map(|(log_id, _, _)| *log_id).collect();
+    let groups = leftover_groups(&db, &wanted);
+    for (log_id, agent_id, _) in &pending {
         tracing::warn!(
             agent = agent_id.as_str(),
             poke = log_id,
             "poke left pending by a stopped daemon: recorded as interrupted"
         );
-        let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) else {
-            continue;
-        };
-        let marker = format!("POKED_POKE_ID={log_id}");
-        let db = format!("POKED_DB={}", store.path().display());
-        if group_members(pgid)
-            .iter()
-            .any(|pid| environ_has(*pid, &marker, &db))
-        {
+        for &pgid in groups.get(log_id).into_iter().flatten() {
             tracing::warn!(
                 agent = agent_id.as_str(),
                 pgid,
@@ -42,13 +42,57 @@ pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
     Ok(pending.len())
 }
 
-/// The pids whose process group is `pgid`, from /proc.
-fn group_members(pgid: i32) -> Vec<i32> {
+/// The process groups of live processes whose environment names one of `pokes` of the
+/// database `db`, by poke: one pass over /proc.
+fn leftover_groups(db: &str, pokes: &BTreeSet<i64>) -> BTreeMap<i64, BTreeSet<i32>> {
+    let mut groups: BTreeMap<i64, BTreeSet<i32>> = BTreeMap::new();
+    for pid in all_pids() {
+        if is_zombie(pid) {
+            continue;
+        }
+        let Some(poke) = poke_of(pid, db).filter(|poke| pokes.contains(poke)) else {
+            continue;
+        };
+        // A group id of 0 or 1 would signal far more than the command, and our own group
+        // would take this daemon down with it.
+        // SAFETY: getpgrp has no preconditions.
+        let own = unsafe { libc::getpgrp() };
+        if let Some(pgid) = process_group(pid).filter(|pgid| *pgid > 1 && *pgid != own) {
+            groups.entry(poke).or_default().insert(pgid);
+        }
+    }
+    groups
+}
+
+/// Every pid in /proc.
+fn all_pids() -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// The poke a process runs for, if its environment says it runs one for the database `db`.
+fn poke_of(pid: i32, db: &str) -> Option<i64> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let mut poke = None;
+    let mut same_db = false;
+    for var in environ.split(|b| *b == 0) {
+        if let Some(value) = var.strip_prefix(b"POKED_POKE_ID=") {
+            poke = std::str::from_utf8(value).ok()?.parse().ok();
+        } else if let Some(value) = var.strip_prefix(b"POKED_DB=") {
+            same_db = value == db.as_bytes();
+        }
+    }
+    poke.filter(|_| same_db)
+}
+
+/// The pids whose process group is `pgid`, from /proc.
+fn group_members(pgid: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
         .filter(|pid| process_group(*pid) == Some(pgid))
         .collect()
 }
@@ -69,14 +113,6 @@ fn is_zombie(pid: i32) -> bool {
     stat.rfind(')')
         .and_then(|i| stat[i + 1..].split_whitespace().next())
         .is_none_or(|state| state == "Z" || state == "X")
-}
-
-fn environ_has(pid: i32, marker: &str, db: &str) -> bool {
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
-    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-    vars.contains(&marker.as_bytes()) && vars.contains(&db.as_bytes())
 }
 
 /// SIGTERM to the group, up to `grace` for it to go, then SIGKILL.
