@@ -23,10 +23,10 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::output::{LOG_HEADER, log_cells, log_json, print_json};
-use super::poll::{POLL_INTERVAL, Poll, stdout_closed};
 use super::{Context, io_err};
 use crate::agent::AgentId;
 use crate::cli::HistoryArgs;
+use crate::daemon::watch::{POLL_INTERVAL, Poll, stdout_closed};
 use crate::error::{Error, Result};
 use crate::store::{HistoryFilter, LogRow, Store};
 use crate::units::format_time;

@@ -8,7 +8,6 @@ mod agents;
 mod demo;
 mod history;
 mod output;
-mod poll;
 mod report;
 mod run;
 pub mod transfer;

@@ -12,11 +12,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::output::{agent_json, due_relative, print_json, print_table, table};
-use super::poll::{POLL_INTERVAL, Poll, stdout_closed};
 use super::{Context, io_err};
 use crate::agent::{Agent, Freshness};
 use crate::clock::Millis;
 use crate::daemon::lock;
+use crate::daemon::watch::{POLL_INTERVAL, Poll, stdout_closed};
 use crate::error::{Error, Result};
 use crate::store::{Breach, LogCounts, OUTCOMES, PRUNE_BATCH, wal_path};
 use crate::units::{format_duration, format_relative, format_time};

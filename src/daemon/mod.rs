@@ -4,7 +4,8 @@
 //! sleeps until the next agent is due. [`pass`] is one scheduling pass (SPEC §3), the heart of
 //! both the loop and `poked run --once`. [`command`] runs one agent's command with
 //! process-group hygiene, [`heartbeat`] reads heartbeat files, [`lock`] keeps one daemon per
-//! database and [`recover`] cleans up after a daemon that died.
+//! database and [`recover`] cleans up after a daemon that died. [`watch`] is the waiting of
+//! the commands that follow the database (`history --follow`, `next --wait`).
 
 pub mod command;
 pub mod heartbeat;
@@ -12,6 +13,7 @@ pub mod lock;
 pub mod pass;
 pub mod recover;
 pub mod service;
+pub mod watch;
 
 pub use heartbeat::Heartbeats;
 pub use pass::{PassOptions, PassReport, Scheduler, run_pass, with_scheduler};

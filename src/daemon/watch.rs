@@ -3,8 +3,8 @@
 //! A [`Watcher`] connection's `PRAGMA data_version` changes whenever anyone commits, so a wait
 //! checks it every [`POLL_INTERVAL`] and only then reads rows. Neither the check nor the sleep
 //! holds a read transaction: a reader left open between polls would pin the WAL and keep it
-//! from being checkpointed. These two read commands are the only places outside `daemon/` that
-//! sleep; they wait for a person at a terminal, never for a schedule.
+//! from being checkpointed. It lives here with the rest of poked's waiting (STYLE: nothing
+//! sleeps outside `daemon/`), though its users are read commands.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
