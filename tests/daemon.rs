@@ -65,8 +65,17 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon the way a user would, twice: the second signal stops the commands in
+    /// flight, so none outlives the test. SIGKILL only if it does not exit in time.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            std::thread::sleep(Duration::from_millis(50));
+            self.signal(libc::SIGTERM);
+            if self.wait(Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+            }
+        }
         let _ = self.child.wait();
     }
 }
