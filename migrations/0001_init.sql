@@ -48,8 +48,9 @@ CREATE TABLE agents (
                             END) STORED
 ) STRICT;
 
--- The due query (`WHERE next_due_at <= ?`) and the next-due query (`min(next_due_at)`).
-CREATE INDEX agents_next_due ON agents (next_due_at);
+-- The due query (`WHERE next_due_at <= ? ORDER BY next_due_at, id`, with no sort step) and the
+-- next-due query (`min(next_due_at)`).
+CREATE INDEX agents_next_due ON agents (next_due_at, id);
 
 CREATE TABLE poke_log (
     id                 INTEGER PRIMARY KEY,

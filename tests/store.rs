@@ -138,6 +138,10 @@ fn the_due_query_uses_the_index() {
     let plan = store.due_query_plan().unwrap().join("\n");
     assert!(plan.contains("INDEX agents_next_due"), "due query plan: {plan}");
     assert!(!plan.contains("SCAN agents"), "due query scans the table: {plan}");
+    assert!(
+        !plan.contains("TEMP B-TREE"),
+        "due query sorts instead of reading the index in order: {plan}"
+    );
 }
 
 #[test]

@@ -8,8 +8,6 @@ use rusqlite::OptionalExtension;
 use rusqlite::params;
 
 use super::Store;
-use super::queries::{AGENT_COLUMNS, agent_from_row};
-use crate::agent::Agent;
 use crate::clock::Millis;
 use crate::error::Result;
 
@@ -93,21 +91,6 @@ impl Store {
             Ok(conn
                 .prepare_cached("SELECT min(next_due_at) FROM agents")?
                 .query_row([], |row| row.get(0))?)
-        })
-    }
-
-    /// At most `limit` agents due at `at`, soonest first (an index range scan), so a daemon
-    /// catching up on a million overdue agents works through them in bounded batches.
-    pub fn due_batch(&self, at: Millis, limit: usize) -> Result<Vec<Agent>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(
-                params![at, i64::try_from(limit).unwrap_or(i64::MAX)],
-                agent_from_row,
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 

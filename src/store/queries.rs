@@ -9,7 +9,7 @@
 //! may be switched off, so every such query would scan the whole log.
 
 use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, params_from_iter};
+use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 
 use super::Store;
 use crate::agent::{Agent, Settings};
@@ -58,8 +58,11 @@ pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     })
 }
 
-/// The due query: agents whose `next_due_at` has come, soonest first.
-pub const DUE_SQL: &str = "SELECT {cols} FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id";
+/// The due query: at most `?2` agents whose `next_due_at` has come, soonest first (a negative
+/// limit means all). The index on `(next_due_at, id)` serves both the range and the order.
+fn due_sql() -> String {
+    format!("SELECT {AGENT_COLUMNS} FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id LIMIT ?2")
+}
 
 /// One row of `poke_log`.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,9 +212,16 @@ impl Store {
 
     /// The agents due at `at`, soonest first (an index range scan).
     pub fn due(&self, at: Millis) -> Result<Vec<Agent>> {
+        self.due_batch(at, usize::MAX)
+    }
+
+    /// At most `limit` agents due at `at`, soonest first, so a daemon catching up on a million
+    /// overdue agents works through them in bounded batches.
+    pub fn due_batch(&self, at: Millis, limit: usize) -> Result<Vec<Agent>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&DUE_SQL.replace("{cols}", AGENT_COLUMNS))?;
-            let rows = stmt.query_map([at], agent_from_row)?;
+            let mut stmt = conn.prepare_cached(&due_sql())?;
+            let limit = i64::try_from(limit).unwrap_or(-1);
+            let rows = stmt.query_map(params![at, limit], agent_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -231,9 +241,8 @@ impl Store {
     /// `EXPLAIN QUERY PLAN` of the due query, one line per step (for tests and `check`).
     pub fn due_query_plan(&self) -> Result<Vec<String>> {
         self.read(|conn| {
-            let sql = format!("EXPLAIN QUERY PLAN {}", DUE_SQL.replace("{cols}", AGENT_COLUMNS));
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map([0i64], |row| row.get::<_, String>(3))?;
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", due_sql()))?;
+            let rows = stmt.query_map([0i64, 512], |row| row.get::<_, String>(3))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
