@@ -119,11 +119,7 @@ fn delete_agent(tx: &Transaction<'_>, id: &str) -> Result<bool> {
 
 fn insert_agent(insert: &mut Statement<'_>, agent: &Agent) -> Result<()> {
     let s = &agent.settings;
-    let command = match &s.command {
-        // Serialising a list of strings cannot fail.
-        Some(argv) => Some(serde_json::to_string(argv).map_err(|e| Error::Usage(e.to_string()))?),
-        None => None,
-    };
+    let command = super::transitions::command_json(&s.command);
     let inserted = insert.execute(params![
         agent.id,
         s.strategy.as_str(),

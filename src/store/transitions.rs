@@ -136,13 +136,21 @@ fn load(tx: &Transaction<'_>, id: &str) -> Result<Agent> {
         .ok_or_else(|| Error::UnknownAgent(id.to_owned()))
 }
 
-/// Writes every mutable column of `agent` back; exactly one row must change.
+/// The `agents.command` column: the argv as a JSON array of strings.
+pub(super) fn command_json(command: &Option<Vec<String>>) -> Option<String> {
+    // Building a JSON value from strings and printing it cannot fail, unlike `to_string`'s
+    // general signature suggests.
+    command
+        .as_ref()
+        .map(|argv| serde_json::Value::from(argv.clone()).to_string())
+}
+
+/// Writes every mutable column of `agent` back; exactly one row must change. One statement,
+/// not a settings update followed by [`save_state`]: a new max below the old interval would
+/// break the interval's CHECK between the two.
 fn save(tx: &Transaction<'_>, agent: &Agent) -> Result<Agent> {
     let s = &agent.settings;
-    let command = s
-        .command
-        .as_ref()
-        .map(|argv| serde_json::Value::from(argv.clone()).to_string());
+    let command = command_json(&s.command);
     let changed = tx
         .prepare_cached(
             "UPDATE agents SET strategy = ?2, base_interval_ms = ?3, max_interval_ms = ?4, factor = ?5,
@@ -273,10 +281,7 @@ impl Store {
             if exists {
                 return Err(Error::AgentExists(id.to_string()));
             }
-            let command = settings
-                .command
-                .as_ref()
-                .map(|argv| serde_json::Value::from(argv.clone()).to_string());
+            let command = command_json(&settings.command);
             let wait = backoff::wait(settings.base_interval_ms, settings.jitter, draw.draw());
             tx.prepare_cached(
                 "INSERT INTO agents (id, strategy, base_interval_ms, max_interval_ms, factor, jitter,
