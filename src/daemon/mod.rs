@@ -16,5 +16,5 @@ pub mod service;
 pub mod watch;
 
 pub use heartbeat::Heartbeats;
-pub use pass::{PassOptions, PassReport, Scheduler, run_pass, with_scheduler};
+pub use pass::{GROUP_COMMIT, PassOptions, PassReport, Scheduler, run_pass, with_scheduler};
 pub use service::{DaemonOptions, serve, serve_until};

@@ -27,6 +27,9 @@ use crate::units::format_duration;
 /// How many due agents one pass reads at a time.
 const DUE_BATCH: usize = 512;
 
+/// The most agents whose transitions the pass commits in one transaction (group commit).
+pub const GROUP_COMMIT: usize = 256;
+
 /// How a pass runs commands.
 #[derive(Debug, Clone)]
 pub struct PassOptions {
