@@ -67,7 +67,8 @@ impl std::str::FromStr for AgentId {
     }
 }
 
-/// An agent's settings: everything `add` and `set` may change.
+/// An agent's settings: everything `add` and `set` may change (its escalation ladder aside,
+/// whose rungs live in a table of their own: [`Rung`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub strategy: Strategy,
@@ -81,11 +82,22 @@ pub struct Settings {
     pub command: Option<Vec<String>>,
     /// An absolute path whose modification time counts as activity.
     pub heartbeat_file: Option<String>,
+    /// The activity probe (SPEC §7.1): what it prints is the agent's last activity.
+    pub activity_cmd: Option<Vec<String>>,
+    /// A probe value no later than the last poke plus this is the poke's own echo.
+    pub echo_ms: i64,
+    /// The gate (SPEC §7.2): exit 0 pokes, 1-254 skips.
+    pub only_if: Option<Vec<String>>,
+    /// How long an escalation holds the agent (SPEC §7.3).
+    pub grace_ms: i64,
+    /// At most this many escalation commands in any window of `escalate_window_ms`.
+    pub escalate_limit: i64,
+    pub escalate_window_ms: i64,
 }
 
 impl Default for Settings {
-    /// The defaults of SPEC §2-3: geometric, 5m base, 30m max, factor 1.5, no jitter, fresh
-    /// under 5m, very stale from 15m.
+    /// The defaults of SPEC §2-3 and §7: geometric, 5m base, 30m max, factor 1.5, no jitter,
+    /// fresh under 5m, very stale from 15m, echo 2s, grace 5m, at most 3 escalations in 6h.
     fn default() -> Settings {
         Settings {
             strategy: Strategy::Geometric,
@@ -97,26 +109,57 @@ impl Default for Settings {
             very_stale_ms: 15 * 60_000,
             command: None,
             heartbeat_file: None,
+            activity_cmd: None,
+            echo_ms: 2_000,
+            only_if: None,
+            grace_ms: 5 * 60_000,
+            escalate_limit: 3,
+            escalate_window_ms: 6 * 3_600_000,
+        }
+    }
+}
+
+/// How errors name a setting: as the option of `add` and `set`, or as the JSON key of
+/// `import` and `export` (the column name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    Options,
+    Keys,
+}
+
+impl Naming {
+    fn name(self, option: &'static str, key: &'static str) -> &'static str {
+        match self {
+            Naming::Options => option,
+            Naming::Keys => key,
         }
     }
 }
 
 impl Settings {
-    /// Checks the rules of SPEC §2 that tie settings together.
+    /// Checks the rules of SPEC §2 and §7 that tie settings together, naming options.
     pub fn validate(&self) -> Result<()> {
+        self.validate_named(Naming::Options)
+    }
+
+    /// Checks the rules, naming settings as `naming` says.
+    pub fn validate_named(&self, naming: Naming) -> Result<()> {
         let ms = units::format_duration;
+        let n = |option, key| naming.name(option, key);
         if self.base_interval_ms <= 0 {
             return Err(Error::invalid(
-                "--base",
+                n("--base", "base_interval_ms"),
                 ms(self.base_interval_ms),
                 "must be more than zero",
             ));
         }
         for (what, value) in [
-            ("--base", self.base_interval_ms),
-            ("--max", self.max_interval_ms),
-            ("--fresh", self.fresh_ms),
-            ("--very-stale", self.very_stale_ms),
+            (n("--base", "base_interval_ms"), self.base_interval_ms),
+            (n("--max", "max_interval_ms"), self.max_interval_ms),
+            (n("--fresh", "fresh_ms"), self.fresh_ms),
+            (n("--very-stale", "very_stale_ms"), self.very_stale_ms),
+            (n("--echo", "echo_ms"), self.echo_ms),
+            (n("--grace", "grace_ms"), self.grace_ms),
         ] {
             if !(0..=MAX_DURATION_MS).contains(&value) {
                 return Err(Error::invalid(what, ms(value), "must be between 0 and 10 years"));
@@ -124,40 +167,64 @@ impl Settings {
         }
         if self.max_interval_ms < self.base_interval_ms {
             return Err(Error::invalid(
-                "--max",
+                n("--max", "max_interval_ms"),
                 ms(self.max_interval_ms),
                 format!(
-                    "must be at least the base interval ({})",
+                    "must be at least {} ({})",
+                    n("the base interval", "base_interval_ms"),
                     ms(self.base_interval_ms)
                 ),
             ));
         }
         if !self.factor.is_finite() || self.factor < 1.0 {
             return Err(Error::invalid(
-                "--factor",
+                n("--factor", "factor"),
                 self.factor.to_string(),
                 "must be a finite number ≥ 1",
             ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(Error::invalid(
-                "--jitter",
+                n("--jitter", "jitter"),
                 self.jitter.to_string(),
                 "must be between 0 and 1",
             ));
         }
         if self.fresh_ms > self.very_stale_ms {
             return Err(Error::invalid(
-                "--fresh",
+                n("--fresh", "fresh_ms"),
                 ms(self.fresh_ms),
-                format!("must not exceed --very-stale ({})", ms(self.very_stale_ms)),
+                format!(
+                    "must not exceed {} ({})",
+                    n("--very-stale", "very_stale_ms"),
+                    ms(self.very_stale_ms)
+                ),
             ));
         }
-        if let Some(argv) = &self.command {
-            validate_command(argv)?;
+        let limit = EscalateLimit {
+            limit: self.escalate_limit,
+            window_ms: self.escalate_window_ms,
+        };
+        if !limit.is_valid() {
+            return Err(Error::invalid(
+                n("--escalate-limit", "escalate_limit"),
+                format!("{}/{}", self.escalate_limit, ms(self.escalate_window_ms)),
+                EscalateLimit::RULE,
+            ));
         }
-        if let Some(path) = &self.heartbeat_file {
-            validate_heartbeat_file(path)?;
+        for (what, argv) in [
+            (n("command", "command"), &self.command),
+            (n("--activity-cmd", "activity_cmd"), &self.activity_cmd),
+            (n("--only-if", "only_if"), &self.only_if),
+        ] {
+            if let Some(argv) = argv {
+                validate_argv(what, argv)?;
+            }
+        }
+        if let Some(path) = &self.heartbeat_file
+            && let Err(rule) = heartbeat_file_rule(path)
+        {
+            return Err(Error::invalid(n("--heartbeat-file", "heartbeat_file"), path, rule));
         }
         Ok(())
     }
@@ -165,39 +232,159 @@ impl Settings {
 
 /// A command is a non-empty argv whose program is named and which holds no NUL byte.
 pub fn validate_command(argv: &[String]) -> Result<()> {
+    validate_argv("command", argv)
+}
+
+/// Checks the argv of the option `what` (`command`, `--only-if`, ...).
+pub fn validate_argv(what: &'static str, argv: &[String]) -> Result<()> {
     match argv.first() {
-        None => Err(Error::invalid("command", "", "give the command after `--`")),
+        None => Err(Error::invalid(what, "", "must name a program to run")),
         Some(program) if program.is_empty() => Err(Error::invalid(
-            "command",
+            what,
             "",
             "the program name must not be empty",
         )),
         _ => match argv.iter().find(|word| word.contains('\0')) {
-            Some(word) => Err(Error::invalid(
-                "command word",
-                word.clone(),
-                "must not contain a NUL byte",
-            )),
+            Some(word) => Err(Error::invalid(what, word.clone(), "must not contain a NUL byte")),
             None => Ok(()),
         },
     }
 }
 
-/// A heartbeat file is an absolute path without NUL bytes.
-pub fn validate_heartbeat_file(path: &str) -> Result<()> {
-    if !path.starts_with('/') {
+/// Splits a command given as one string (`--only-if 'bd ready --quiet'`) into words as a shell
+/// would (quotes, backslashes), without running a shell: write `sh -c '...'` for one.
+pub fn split_command(what: &'static str, text: &str) -> Result<Vec<String>> {
+    let words = shell_words::split(text)
+        .map_err(|_| Error::invalid(what, text, "has an unbalanced quote or a trailing backslash"))?;
+    if words.is_empty() {
+        return Err(Error::invalid(what, text, "must name a program to run"));
+    }
+    validate_argv(what, &words)?;
+    Ok(words)
+}
+
+/// One rung of an escalation ladder (SPEC §7.3): when a miss brings the misses in a row to
+/// exactly `misses`, `command` runs instead of the poke.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rung {
+    pub misses: i64,
+    pub command: Vec<String>,
+}
+
+impl Rung {
+    /// Parses `N:COMMAND` (`3:'tmux kill-session -t w'`).
+    pub fn parse(text: &str) -> Result<Rung> {
+        let bad = |rule: &str| Error::invalid("--escalate", text, rule);
+        let Some((n, command)) = text.split_once(':') else {
+            return Err(bad("must be N:COMMAND, e.g. 3:'tmux kill-session -t w'"));
+        };
+        let misses = match n.trim().parse::<i64>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(bad("N must be a whole number ≥ 1: the misses in a row that fire it")),
+        };
+        if command.trim().is_empty() {
+            return Err(bad("the command after N: is empty"));
+        }
+        let command = shell_words::split(command)
+            .map_err(|_| bad("its command has an unbalanced quote or a trailing backslash"))?;
+        validate_argv("--escalate", &command)?;
+        Ok(Rung { misses, command })
+    }
+}
+
+/// Checks a ladder (distinct rungs, each at ≥ 1 miss with a valid command) and returns it
+/// sorted by misses.
+pub fn validate_ladder(mut rungs: Vec<Rung>) -> Result<Vec<Rung>> {
+    rungs.sort();
+    for rung in &rungs {
+        if rung.misses < 1 {
+            return Err(Error::invalid(
+                "--escalate",
+                rung.misses.to_string(),
+                "N must be a whole number ≥ 1",
+            ));
+        }
+        validate_argv("--escalate", &rung.command)?;
+    }
+    if let Some(pair) = rungs.windows(2).find(|w| w[0].misses == w[1].misses) {
         return Err(Error::invalid(
-            "--heartbeat-file",
-            path,
-            "must be an absolute path",
+            "--escalate",
+            pair[0].misses.to_string(),
+            "two rungs fire at the same number of misses",
         ));
     }
+    Ok(rungs)
+}
+
+/// `--escalate-limit K/W`: at most K escalation commands in any window of W.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EscalateLimit {
+    pub limit: i64,
+    pub window_ms: i64,
+}
+
+impl EscalateLimit {
+    /// The most escalations a cap may allow in its window.
+    pub const MAX_LIMIT: i64 = 1000;
+    const RULE: &'static str = "must be K/WINDOW with K from 1 to 1000 and a window above zero, e.g. 3/6h";
+
+    /// Parses `K/W` (`3/6h`).
+    pub fn parse(text: &str) -> Result<EscalateLimit> {
+        let bad = || Error::invalid("--escalate-limit", text, EscalateLimit::RULE);
+        let (k, w) = text.split_once('/').ok_or_else(bad)?;
+        let limit = EscalateLimit {
+            limit: k.trim().parse::<i64>().map_err(|_| bad())?,
+            window_ms: units::parse_duration(w).map_err(|_| bad())?,
+        };
+        if !limit.is_valid() {
+            return Err(bad());
+        }
+        Ok(limit)
+    }
+
+    fn is_valid(&self) -> bool {
+        (1..=EscalateLimit::MAX_LIMIT).contains(&self.limit) && (1..=MAX_DURATION_MS).contains(&self.window_ms)
+    }
+}
+
+/// The text `--tmux` types when no `--message` is given.
+pub const TMUX_MESSAGE: &str = "HEARTBEAT";
+
+/// What `--tmux SESSION` stands for (SPEC §7.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmux {
+    /// Types the message into the session and presses Enter, in one tmux invocation.
+    pub command: Vec<String>,
+    /// Prints the time of the window's last activity (Unix seconds).
+    pub probe: Vec<String>,
+}
+
+/// The tmux shorthand of SPEC §7.4: the command that types `message` into `session` and presses
+/// Enter (one tmux invocation), and the probe that reads the window's last activity.
+pub fn tmux(session: &str, message: &str) -> Result<Tmux> {
+    if session.trim().is_empty() {
+        return Err(Error::invalid("--tmux", session, "must name a tmux session"));
+    }
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let command = words(&[
+        "tmux", "send-keys", "-t", session, "-l", message, ";", "send-keys", "-t", session, "Enter",
+    ]);
+    let probe = words(&["tmux", "display-message", "-p", "-t", session, "#{window_activity}"]);
+    validate_argv("--tmux", &command)?;
+    Ok(Tmux { command, probe })
+}
+
+/// A heartbeat file is an absolute path without NUL bytes.
+pub fn validate_heartbeat_file(path: &str) -> Result<()> {
+    heartbeat_file_rule(path).map_err(|rule| Error::invalid("--heartbeat-file", path, rule))
+}
+
+fn heartbeat_file_rule(path: &str) -> std::result::Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be an absolute path");
+    }
     if path.contains('\0') {
-        return Err(Error::invalid(
-            "--heartbeat-file",
-            path,
-            "must not contain a NUL byte",
-        ));
+        return Err("must not contain a NUL byte");
     }
     Ok(())
 }
@@ -224,10 +411,42 @@ impl Freshness {
     }
 }
 
+/// An agent's one-word state in lists (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not poked until resumed.
+    Paused,
+    /// Its next due time has come.
+    Due,
+    /// Waiting, after misses.
+    BackingOff,
+    /// Waiting, with no misses.
+    Waiting,
+}
+
+impl State {
+    /// The word used in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Paused => "paused",
+            State::Due => "due",
+            State::BackingOff => "backing off",
+            State::Waiting => "waiting",
+        }
+    }
+}
+
+/// An agent with its escalation ladder: what `add`, `import` and `export` carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub agent: Agent,
+    pub rungs: Vec<Rung>,
+}
+
 /// One row of `agents`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
-    pub id: String,
+    pub id: AgentId,
     pub settings: Settings,
     pub current_interval_ms: i64,
     pub wait_ms: i64,
@@ -235,8 +454,15 @@ pub struct Agent {
     pub last_poke_at: Option<Millis>,
     pub last_activity_at: Option<Millis>,
     pub paused: bool,
+    /// H of SPEC §3: not due before this (a skip's or an escalation's hold).
+    pub held_until_at: Option<Millis>,
+    /// The last modification time seen on the heartbeat file, counted or not.
+    pub heartbeat_seen_at: Option<Millis>,
+    /// The last value seen from the activity probe, counted or not.
+    pub probe_seen_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Computed by SQLite from the other columns (SPEC §3); see [`crate::rules::next_due`].
     pub next_due_at: Option<Millis>,
 }
 
@@ -266,14 +492,19 @@ impl Agent {
         }
     }
 
-    /// A one-word state for lists: `paused`, `due`, `backing off` or `waiting`.
-    pub fn state(&self, now: Millis) -> &'static str {
+    /// The agent's state at `now`.
+    pub fn state(&self, now: Millis) -> State {
         match self.next_due_at {
-            None => "paused",
-            Some(due) if due <= now => "due",
-            Some(_) if self.consecutive_misses > 0 => "backing off",
-            Some(_) => "waiting",
+            None => State::Paused,
+            Some(due) if due <= now => State::Due,
+            Some(_) if self.consecutive_misses > 0 => State::BackingOff,
+            Some(_) => State::Waiting,
         }
+    }
+
+    /// Whether a hold (a skip's or an escalation's) keeps the agent from being due at `now`.
+    pub fn held(&self, now: Millis) -> bool {
+        self.held_until_at.is_some_and(|until| until > now)
     }
 }
 

@@ -1,15 +1,19 @@
 //! The command line: clap definitions. The `///` docs here are the `--help` text.
 //!
-//! Ids are taken as plain strings and checked by [`crate::agent::AgentId::parse`] before
-//! anything is opened, so a strange id is reported escaped, on one line.
+//! Ids are taken as plain strings and checked by [`poked::agent::AgentId::parse`] before
+//! anything is opened, so a strange id is reported escaped, on one line. Every other value is
+//! parsed by clap with the library's own parsers, so bad input is refused (exit 2, one line)
+//! before any file is opened.
 
 use std::path::PathBuf;
 
-use clap::builder::PossibleValuesParser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::backoff::Strategy;
-use crate::units;
+use poked::agent::{EscalateLimit, Rung, split_command};
+use poked::backoff::Strategy;
+use poked::log::{Kind, Outcome};
+use poked::units;
 
 /// poked keeps a backoff schedule for long-running agents in one SQLite file and pokes each
 /// agent when it is due. An agent that ignores its pokes is poked less and less often; one that
@@ -74,38 +78,13 @@ pub enum Command {
     Init,
 
     /// Register an agent; the command to run at each poke goes after `--`
-    #[command(
-        after_help = "Example:\n  poked add hq-mayor --base 5m --max 30m -- tmux send-keys -t hq-mayor 'check your rigs' Enter"
-    )]
-    Add {
-        /// The agent's id: letters, digits and . _ - : / @, starting with a letter or digit
-        id: AgentIdArg,
-        #[command(flatten)]
-        settings: SettingsArgs,
-        /// Register it paused: it is not poked until `poked resume`
-        #[arg(long)]
-        paused: bool,
-        /// The command run at each poke, without a shell (argv)
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    #[command(after_help = "Examples:\n  poked add hq-mayor --base 5m --max 30m -- tmux send-keys -t hq-mayor 'check your rigs' Enter\n  \
+        poked add worker --tmux worker --escalate 3:'tmux send-keys -t worker C-c' \\\n      \
+        --escalate 5:'sh -c \"tmux kill-session -t worker; start-worker\"' --escalate 7:'notify-human worker'")]
+    Add(AddArgs),
 
     /// Change an agent's settings; its current interval is clamped into the new [base, max]
-    Set {
-        /// The agent's id
-        id: AgentIdArg,
-        #[command(flatten)]
-        settings: SettingsArgs,
-        /// Remove the agent's command (pokes are then only recorded)
-        #[arg(long, conflicts_with = "command")]
-        no_command: bool,
-        /// Stop watching a heartbeat file
-        #[arg(long, conflicts_with = "heartbeat_file")]
-        no_heartbeat_file: bool,
-        /// A new command to run at each poke, without a shell (argv)
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Set(SetArgs),
 
     /// Remove an agent; its history stays unless --purge
     Rm {
@@ -263,6 +242,30 @@ pub enum Command {
         json_lines: bool,
     },
 
+    /// Why an agent is (or is not) due at a time, term by term, and what its next pass does
+    Explain {
+        /// The agent's id
+        id: AgentIdArg,
+        /// The time to explain: RFC 3339, a duration ago (`2h`) or ahead (`+10m`) [default: now]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        at: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The agent's next due passes if it never answers and its gate stays open
+    Plan {
+        /// The agent's id
+        id: AgentIdArg,
+        /// How many passes
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000), value_name = "N")]
+        count: u16,
+        /// Print JSON (an array of passes)
+        #[arg(long)]
+        json: bool,
+    },
+
     /// The scheduler: poke every agent when it is due
     Run(RunArgs),
 
@@ -275,6 +278,48 @@ pub enum Command {
         #[arg(long, default_value = "20s", value_parser = positive_duration, value_name = "DURATION")]
         duration: i64,
     },
+}
+
+/// `poked add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The agent's id: letters, digits and . _ - : / @, starting with a letter or digit
+    pub id: AgentIdArg,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Register it paused: it is not poked until `poked resume`
+    #[arg(long)]
+    pub paused: bool,
+    /// The command run at each poke, without a shell (argv)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `poked set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The agent's id
+    pub id: AgentIdArg,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Remove the agent's command (pokes are then only recorded)
+    #[arg(long, conflicts_with_all = ["command", "tmux"])]
+    pub no_command: bool,
+    /// Stop watching a heartbeat file
+    #[arg(long, conflicts_with = "heartbeat_file")]
+    pub no_heartbeat_file: bool,
+    /// Remove the activity probe
+    #[arg(long, conflicts_with_all = ["activity_cmd", "tmux"])]
+    pub no_activity_cmd: bool,
+    /// Remove the gate
+    #[arg(long, conflicts_with = "only_if")]
+    pub no_only_if: bool,
+    /// Remove the escalation ladder
+    #[arg(long, conflicts_with = "escalate")]
+    pub no_escalate: bool,
+    /// A new command to run at each poke, without a shell (argv)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// Options of `poked run`.
@@ -311,11 +356,11 @@ pub struct HistoryArgs {
     )]
     pub until: Option<String>,
     /// Only rows of this kind; repeat for several
-    #[arg(long, value_name = "KIND", value_parser = PossibleValuesParser::new(crate::store::KINDS.iter().copied()))]
-    pub kind: Vec<String>,
-    /// Only pokes with this outcome; repeat for several
-    #[arg(long, value_name = "OUTCOME", value_parser = PossibleValuesParser::new(crate::store::OUTCOMES.iter().copied()))]
-    pub outcome: Vec<String>,
+    #[arg(long, value_name = "KIND", value_parser = PossibleValuesParser::new(Kind::ALL.iter().map(|k| k.as_str())).map(|s| s.parse::<Kind>().unwrap_or(Kind::Poke)))]
+    pub kind: Vec<Kind>,
+    /// Only pokes, escalations and skips with this outcome; repeat for several
+    #[arg(long, value_name = "OUTCOME", value_parser = PossibleValuesParser::new(Outcome::ALL.iter().map(|o| o.as_str())).map(|s| s.parse::<Outcome>().unwrap_or(Outcome::Ok)))]
+    pub outcome: Vec<Outcome>,
     /// Only the newest N rows of the selection, still printed oldest first
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..), allow_hyphen_values = true)]
     pub limit: Option<i64>,
@@ -357,6 +402,67 @@ pub struct SettingsArgs {
     /// An absolute path whose modification time counts as activity
     #[arg(long, value_name = "PATH")]
     pub heartbeat_file: Option<String>,
+    /// A command, run when the agent is due, that prints its last activity (Unix seconds or
+    /// RFC 3339); counted when it changes
+    #[arg(long, value_parser = parse_activity_cmd, value_name = "CMD", help_heading = "Probe, gate and escalation")]
+    pub activity_cmd: Option<CommandLine>,
+    /// A probe value no later than the last poke plus this is the poke's own echo [default: 2s]
+    #[arg(long, value_parser = any_duration, value_name = "DURATION", allow_hyphen_values = true, help_heading = "Probe, gate and escalation")]
+    pub echo: Option<i64>,
+    /// A gate run when the agent is due: exit 0 pokes, 1-254 skips (held one wait), anything
+    /// else pokes anyway and fires no rung
+    #[arg(long, value_parser = parse_only_if, value_name = "CMD", help_heading = "Probe, gate and escalation")]
+    pub only_if: Option<CommandLine>,
+    /// Run CMD instead of the poke when misses in a row reach N (repeat for a ladder)
+    #[arg(long, value_parser = parse_rung, value_name = "N:CMD", help_heading = "Probe, gate and escalation")]
+    pub escalate: Vec<Rung>,
+    /// After an escalation, hold the agent this long [default: 5m]
+    #[arg(long, value_parser = any_duration, value_name = "DURATION", allow_hyphen_values = true, help_heading = "Probe, gate and escalation")]
+    pub grace: Option<i64>,
+    /// At most K escalations in any window W; `poked reset` clears it [default: 3/6h]
+    #[arg(long, value_parser = parse_escalate_limit, value_name = "K/W", allow_hyphen_values = true, help_heading = "Probe, gate and escalation")]
+    pub escalate_limit: Option<EscalateLimit>,
+    /// Poke a tmux session: the command types the message and Enter, the probe reads the
+    /// window's activity (an explicit command or --activity-cmd wins)
+    #[arg(long, value_parser = parse_tmux, value_name = "SESSION", help_heading = "Probe, gate and escalation")]
+    pub tmux: Option<String>,
+    /// The text --tmux types [default: HEARTBEAT]
+    #[arg(long, requires = "tmux", value_name = "TEXT", help_heading = "Probe, gate and escalation")]
+    pub message: Option<String>,
+}
+
+/// A command given as one string, split into words as a shell would (`--only-if 'bd ready'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine(pub Vec<String>);
+
+fn parse_activity_cmd(text: &str) -> Result<CommandLine, String> {
+    split_command("--activity-cmd", text).map(CommandLine).map_err(rule)
+}
+
+fn parse_only_if(text: &str) -> Result<CommandLine, String> {
+    split_command("--only-if", text).map(CommandLine).map_err(rule)
+}
+
+fn parse_rung(text: &str) -> Result<Rung, String> {
+    Rung::parse(text).map_err(rule)
+}
+
+fn parse_escalate_limit(text: &str) -> Result<EscalateLimit, String> {
+    EscalateLimit::parse(text).map_err(rule)
+}
+
+fn parse_tmux(text: &str) -> Result<String, String> {
+    poked::agent::tmux(text, poked::agent::TMUX_MESSAGE)
+        .map(|_| text.to_string())
+        .map_err(rule)
+}
+
+/// The rule a library error states, for clap's `invalid value '…' for '--opt': <rule>`.
+fn rule(e: poked::Error) -> String {
+    match e {
+        poked::Error::InvalidValue { rule, .. } => rule,
+        other => other.to_string(),
+    }
 }
 
 /// An agent id as typed; checked by [`AgentId::parse`] before anything opens, so the error can

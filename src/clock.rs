@@ -19,6 +19,13 @@ pub type Millis = i64;
 pub trait Clock: Send + Sync {
     /// The current time in Unix milliseconds.
     fn now(&self) -> Millis;
+
+    /// Whether this clock follows the passage of real time. Only then does the daemon correct
+    /// stored instants it finds in the future (the clock was set back); under a fixed clock
+    /// (`POKED_NOW`, a what-if) nothing stored is ever rewritten.
+    fn is_real(&self) -> bool {
+        true
+    }
 }
 
 /// The real wall clock.
@@ -62,6 +69,10 @@ impl FixedClock {
 impl Clock for FixedClock {
     fn now(&self) -> Millis {
         self.0.load(Ordering::SeqCst)
+    }
+
+    fn is_real(&self) -> bool {
+        false
     }
 }
 

@@ -25,9 +25,31 @@ pub enum Error {
     #[error("unknown agent {0:?} (see `poked list`)")]
     UnknownAgent(String),
 
-    /// `add` of an id that is already registered.
-    #[error("agent {0:?} already exists (use `poked set` to change it)")]
-    AgentExists(String),
+    /// `add` (or `import` without `--replace`) of an id that is already registered.
+    #[error("agent {id:?} already exists ({hint})")]
+    AgentExists { id: String, hint: &'static str },
+
+    /// Something wrong with one agent of several (an import line's agent).
+    #[error("agent {id:?}: {source}")]
+    InAgent {
+        id: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Something wrong at one line of an input (`import`): the line, the error, and what was
+    /// written before it.
+    #[error("line {line}: {source} ({written})")]
+    AtLine {
+        line: u64,
+        #[source]
+        source: Box<Error>,
+        written: String,
+    },
+
+    /// A row's outcome was already recorded (or the row is gone): nothing to record.
+    #[error("log row {0} is no longer pending; its outcome was not recorded")]
+    NotPending(i64),
 
     /// The database has not been created yet.
     #[error("no database at {} (create it with `poked init` or `poked add`)", .0.display())]
@@ -113,11 +135,21 @@ pub enum Error {
 
 impl Error {
     /// The process exit code of SPEC §5: 2 bad usage or value, 3 unknown agent, 1 otherwise.
+    /// An error about one agent or one line has the exit code of what went wrong there.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::InvalidValue { .. } | Error::Usage(_) => 2,
             Error::UnknownAgent(_) => 3,
+            Error::InAgent { source, .. } | Error::AtLine { source, .. } => source.exit_code(),
             _ => 1,
+        }
+    }
+
+    /// [`Error::AgentExists`] as `add` reports it.
+    pub fn exists(id: impl Into<String>) -> Error {
+        Error::AgentExists {
+            id: id.into(),
+            hint: "use `poked set` to change it",
         }
     }
 

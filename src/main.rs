@@ -3,10 +3,13 @@
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
+mod cli;
+mod commands;
+
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use poked::cli::{Cli, Command, LogFormat};
-use poked::{Error, commands};
+use cli::{Cli, Command, LogFormat};
+use poked::Error;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -4,11 +4,16 @@
 mod bad_input;
 mod common;
 mod daemon;
+mod defects;
+mod explain;
 mod files;
 mod operator;
 mod reliability;
 mod soak;
+mod migration;
 mod store;
+mod supervisor;
 mod timeline;
+mod tmux;
 mod transfer;
 mod views;

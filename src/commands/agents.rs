@@ -6,11 +6,13 @@
 use std::io::Write;
 
 use super::{Context, io_err, parse_ids};
-use crate::agent::{Agent, AgentId, Settings, validate_command, validate_heartbeat_file};
-use crate::cli::SettingsArgs;
-use crate::error::Result;
-use crate::store::{Patch, SCHEMA_VERSION};
-use crate::units::{format_duration, format_relative, format_time};
+use crate::cli::{AddArgs, SetArgs, SettingsArgs};
+use poked::agent::{
+    Agent, AgentId, Settings, TMUX_MESSAGE, Tmux, tmux, validate_command, validate_heartbeat_file, validate_ladder,
+};
+use poked::error::{Error, Result};
+use poked::store::{Patch, SCHEMA_VERSION};
+use poked::units::{format_duration, format_relative, format_time};
 
 /// `poked init`.
 pub fn init(ctx: &Context, out: &mut dyn Write) -> Result<()> {
@@ -24,76 +26,104 @@ pub fn init(ctx: &Context, out: &mut dyn Write) -> Result<()> {
 }
 
 /// `poked add`.
-pub fn add(
-    ctx: &Context,
-    out: &mut dyn Write,
-    id: &str,
-    args: &SettingsArgs,
-    paused: bool,
-    command: Vec<String>,
-) -> Result<()> {
-    let id = AgentId::parse(id)?;
+pub fn add(ctx: &Context, out: &mut dyn Write, args: AddArgs) -> Result<()> {
+    let id = AgentId::parse(&args.id)?;
+    let a = &args.settings;
     let defaults = Settings::default();
+    let tmux = tmux_parts(a)?;
+    let (tmux_command, tmux_probe) = (tmux.clone().map(|t| t.command), tmux.map(|t| t.probe));
     let settings = Settings {
-        strategy: args.strategy.unwrap_or(defaults.strategy),
-        base_interval_ms: args.base.unwrap_or(defaults.base_interval_ms),
+        strategy: a.strategy.unwrap_or(defaults.strategy),
+        base_interval_ms: a.base.unwrap_or(defaults.base_interval_ms),
         // A base above the default max (or fresh above the default very stale) raises the
         // default to match, so `poked add x --base 1h` works without also giving --max.
-        max_interval_ms: args
-            .max
-            .unwrap_or(defaults.max_interval_ms.max(args.base.unwrap_or(0))),
-        factor: args.factor.unwrap_or(defaults.factor),
-        jitter: args.jitter.unwrap_or(defaults.jitter),
-        fresh_ms: args.fresh.unwrap_or(defaults.fresh_ms),
-        very_stale_ms: args
+        max_interval_ms: a.max.unwrap_or(defaults.max_interval_ms.max(a.base.unwrap_or(0))),
+        factor: a.factor.unwrap_or(defaults.factor),
+        jitter: a.jitter.unwrap_or(defaults.jitter),
+        fresh_ms: a.fresh.unwrap_or(defaults.fresh_ms),
+        very_stale_ms: a
             .very_stale
-            .unwrap_or(defaults.very_stale_ms.max(args.fresh.unwrap_or(0))),
-        command: (!command.is_empty()).then_some(command),
-        heartbeat_file: args.heartbeat_file.clone(),
+            .unwrap_or(defaults.very_stale_ms.max(a.fresh.unwrap_or(0))),
+        command: (!args.command.is_empty()).then_some(args.command).or(tmux_command),
+        heartbeat_file: a.heartbeat_file.clone(),
+        activity_cmd: a.activity_cmd.clone().map(|c| c.0).or(tmux_probe),
+        echo_ms: a.echo.unwrap_or(defaults.echo_ms),
+        only_if: a.only_if.clone().map(|c| c.0),
+        grace_ms: a.grace.unwrap_or(defaults.grace_ms),
+        escalate_limit: a.escalate_limit.map_or(defaults.escalate_limit, |l| l.limit),
+        escalate_window_ms: a.escalate_limit.map_or(defaults.escalate_window_ms, |l| l.window_ms),
     };
     settings.validate()?;
+    let rungs = validate_ladder(a.escalate.clone())?;
     let store = ctx.open(true)?;
-    let agent = store.add(&id, &settings, paused, ctx.now(), ctx.draw.as_ref())?;
+    let agent = store.add(&id, &settings, &rungs, args.paused, ctx.now(), ctx.draw.as_ref())?;
     writeln!(out, "added {}: {}", agent.id, summary(&agent, ctx.now())).map_err(io_err)
 }
 
+/// What `--tmux SESSION [--message TEXT]` stands for, when given.
+fn tmux_parts(a: &SettingsArgs) -> Result<Option<Tmux>> {
+    a.tmux
+        .as_deref()
+        .map(|session| tmux(session, a.message.as_deref().unwrap_or(TMUX_MESSAGE)))
+        .transpose()
+}
+
 /// `poked set`.
-#[allow(clippy::too_many_arguments)]
-pub fn set(
-    ctx: &Context,
-    out: &mut dyn Write,
-    id: &str,
-    args: &SettingsArgs,
-    no_command: bool,
-    no_heartbeat_file: bool,
-    command: Vec<String>,
-) -> Result<()> {
-    let id = AgentId::parse(id)?;
-    if !command.is_empty() {
-        validate_command(&command)?;
+pub fn set(ctx: &Context, out: &mut dyn Write, args: SetArgs) -> Result<()> {
+    let id = AgentId::parse(&args.id)?;
+    let a = &args.settings;
+    if !args.command.is_empty() {
+        validate_command(&args.command)?;
     }
-    if let Some(path) = &args.heartbeat_file {
+    if let Some(path) = &a.heartbeat_file {
         validate_heartbeat_file(path)?;
     }
-    let patch = Patch {
-        strategy: args.strategy,
-        base_interval_ms: args.base,
-        max_interval_ms: args.max,
-        factor: args.factor,
-        jitter: args.jitter,
-        fresh_ms: args.fresh,
-        very_stale_ms: args.very_stale,
-        command: if no_command {
-            Some(None)
-        } else {
-            (!command.is_empty()).then_some(Some(command))
-        },
-        heartbeat_file: if no_heartbeat_file {
-            Some(None)
-        } else {
-            args.heartbeat_file.clone().map(Some)
-        },
+    let rungs = if args.no_escalate {
+        Some(Vec::new())
+    } else if a.escalate.is_empty() {
+        None
+    } else {
+        Some(validate_ladder(a.escalate.clone())?)
     };
+    let tmux = tmux_parts(a)?;
+    let (tmux_command, tmux_probe) = (tmux.clone().map(|t| t.command), tmux.map(|t| t.probe));
+    let either = |remove: bool, explicit: Option<Vec<String>>, tmux: Option<Vec<String>>| {
+        if remove {
+            Some(None)
+        } else {
+            explicit.or(tmux).map(Some)
+        }
+    };
+    let patch = Patch {
+        strategy: a.strategy,
+        base_interval_ms: a.base,
+        max_interval_ms: a.max,
+        factor: a.factor,
+        jitter: a.jitter,
+        fresh_ms: a.fresh,
+        very_stale_ms: a.very_stale,
+        command: either(
+            args.no_command,
+            (!args.command.is_empty()).then(|| args.command.clone()),
+            tmux_command,
+        ),
+        heartbeat_file: if args.no_heartbeat_file {
+            Some(None)
+        } else {
+            a.heartbeat_file.clone().map(Some)
+        },
+        activity_cmd: either(args.no_activity_cmd, a.activity_cmd.clone().map(|c| c.0), tmux_probe),
+        echo_ms: a.echo,
+        only_if: either(args.no_only_if, a.only_if.clone().map(|c| c.0), None),
+        grace_ms: a.grace,
+        escalate_limit: a.escalate_limit.map(|l| (l.limit, l.window_ms)),
+        rungs,
+    };
+    if patch.is_empty() {
+        return Err(Error::Usage(format!(
+            "nothing to change for {id}: give at least one option (see `poked set --help`)"
+        )));
+    }
     let store = ctx.open(false)?;
     match store.set(&id, &patch, ctx.now(), ctx.draw.as_ref())? {
         Some(agent) => writeln!(out, "updated {}: {}", agent.id, summary(&agent, ctx.now())),

@@ -7,19 +7,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::output::{one_line, print_agents, print_log};
 use super::{Context, io_err};
-use crate::agent::{AgentId, Settings};
-use crate::clock::{Clock, SystemClock};
-use crate::daemon::{DaemonOptions, PassOptions, serve_until};
-use crate::error::{Error, Result};
-use crate::random::SystemDraw;
-use crate::store::{HistoryFilter, LogRow, OpenOptions, Store, Synchronous};
-use crate::units::format_duration;
+use poked::agent::{AgentId, Settings};
+use poked::clock::{Clock, SystemClock};
+use poked::daemon::watch::Poll;
+use poked::daemon::{DaemonOptions, PassOptions, Shutdown, serve};
+use poked::error::{Error, Result};
+use poked::log::{Kind, LogRow};
+use poked::random::SystemDraw;
+use poked::store::{HistoryFilter, OpenOptions, Store, Synchronous};
+use poked::units::format_duration;
 
 /// `poked demo [--keep] [--duration D]`.
 pub fn demo(_ctx: &Context, out: &mut dyn Write, keep: bool, duration_ms: i64) -> Result<()> {
@@ -49,8 +49,9 @@ fn run_demo(dir: &Path, out: &mut dyn Write, keep: bool, duration_ms: i64) -> Re
         &db,
         OpenOptions {
             create: true,
+            read_only_ok: false,
             synchronous: Synchronous::Normal,
-            connections: 6,
+            connections: 5,
         },
     )?;
     let poked = std::env::current_exe().map_err(|source| Error::Io {
@@ -92,7 +93,7 @@ fn run_demo(dir: &Path, out: &mut dyn Write, keep: bool, duration_ms: i64) -> Re
     )
     .map_err(io_err)?;
     for (id, settings, what) in &agents {
-        store.add(&AgentId::parse(id)?, settings, false, clock.now(), &draw)?;
+        store.add(&AgentId::parse(id)?, settings, &[], false, clock.now(), &draw)?;
         writeln!(out, "  {id:<7} {what}").map_err(io_err)?;
     }
     writeln!(
@@ -103,7 +104,8 @@ fn run_demo(dir: &Path, out: &mut dyn Write, keep: bool, duration_ms: i64) -> Re
     .map_err(io_err)?;
     out.flush().map_err(io_err)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let shutdown = Shutdown::new();
+    let _signals = shutdown.on_signals()?;
     let started = clock.now();
     let options = DaemonOptions {
         pass: PassOptions {
@@ -114,9 +116,11 @@ fn run_demo(dir: &Path, out: &mut dyn Write, keep: bool, duration_ms: i64) -> Re
         ..DaemonOptions::default()
     };
     let daemon_result = std::thread::scope(|scope| {
-        let daemon = scope.spawn(|| serve_until(&store, &clock, &draw, &options, Arc::clone(&stop)));
-        let shown = narrate(&store, out, &stop, started, duration_ms);
-        stop.store(true, Ordering::SeqCst);
+        let daemon = scope.spawn(|| serve(&store, &clock, &draw, &options, &shutdown));
+        let shown = narrate(&store, out, &shutdown, started, duration_ms);
+        if !shutdown.is_stopping() {
+            shutdown.stop();
+        }
         let result = daemon
             .join()
             .unwrap_or_else(|_| Err(Error::Usage("the demo's daemon panicked".into())));
@@ -132,7 +136,7 @@ fn run_demo(dir: &Path, out: &mut dyn Write, keep: bool, duration_ms: i64) -> Re
     )
     .map_err(io_err)?;
     let silent = store.history(&HistoryFilter {
-        agent_id: Some("silent".into()),
+        agent_id: Some(AgentId::parse("silent")?),
         ..HistoryFilter::default()
     })?;
     print_log(out, &silent)?;
@@ -149,18 +153,21 @@ fn run_demo(dir: &Path, out: &mut dyn Write, keep: bool, duration_ms: i64) -> Re
     Ok(())
 }
 
-/// Prints each new log row as it is committed, until the time is up or `stop` is set.
+/// Prints each new log row as it is committed, until the time is up or a stop is asked for.
 fn narrate(
     store: &Store,
     out: &mut dyn Write,
-    stop: &AtomicBool,
+    shutdown: &Shutdown,
     started: i64,
     duration_ms: i64,
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(u64::try_from(duration_ms).unwrap_or(0));
+    let mut poll = Poll::new(store, false)?;
     let mut last_id = 0;
-    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
+    while Instant::now() < deadline && !shutdown.is_stopping() {
+        if !poll.wait(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)))? {
+            continue;
+        }
         let rows = store.history(&HistoryFilter {
             after_id: Some(last_id),
             ..HistoryFilter::default()
@@ -180,15 +187,15 @@ fn narrate(
 fn describe(row: &LogRow, started: i64) -> Option<String> {
     let at = format!("{:>6.1}s", (row.at - started) as f64 / 1000.0);
     let interval = format_duration(row.interval_ms);
-    let what = match (row.kind.as_str(), row.outcome.as_deref()) {
-        ("added", _) => return None,
-        ("poke", _) => format!("poked; next poke in {interval} unless it answers"),
-        ("miss", _) => format!(
+    let what = match row.kind {
+        Kind::Added => return None,
+        Kind::Poke => format!("poked; next poke in {interval} unless it answers"),
+        Kind::Miss => format!(
             "missed: {} in a row, interval grows to {interval}",
             row.consecutive_misses
         ),
-        ("activity", _) => format!("answered: interval back to {interval}"),
-        (kind, _) => format!("{kind} {}", one_line(row.detail.as_deref().unwrap_or(""))),
+        Kind::Activity => format!("answered: interval back to {interval}"),
+        kind => format!("{kind} {}", one_line(row.detail.as_deref().unwrap_or(""))),
     };
     Some(format!("{at}  {:<7} {what}", row.agent_id))
 }

@@ -15,21 +15,21 @@
 //! match). A JSON array cannot be streamed, so with `--follow`, `--json` prints one object per
 //! line. `--limit N` shows the newest N rows first, as `tail -n N -f` does; `--until` is refused,
 //! since no new row could match it. It ends with exit 0 on SIGINT, SIGTERM or a closed stdout.
-//! (New rows are found by id; `rm --purge` of the agent that wrote the newest rows lets SQLite
-//! give their ids out again, and rows written under a reused id while following are missed.)
+//! (New rows are found by id, which `AUTOINCREMENT` never gives out twice, even after a purge.)
 
 use std::io::Write;
 
 use serde_json::Value;
 
-use super::output::{LOG_HEADER, log_cells, log_json, print_json};
+use super::output::{Table, log_cells, log_json, log_table, print_json, print_json_line, print_log};
 use super::{Context, io_err};
-use crate::agent::AgentId;
 use crate::cli::HistoryArgs;
-use crate::daemon::watch::{POLL_INTERVAL, Poll, stdout_closed};
-use crate::error::{Error, Result};
-use crate::store::{HistoryFilter, LogRow, Store};
-use crate::units::format_time;
+use poked::agent::AgentId;
+use poked::daemon::watch::{POLL_INTERVAL, Poll, stdout_closed};
+use poked::error::{Error, Result};
+use poked::log::{LogRow, Outcome};
+use poked::store::{HistoryFilter, Store};
+use poked::units::format_time;
 
 /// How rows are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,10 @@ enum Format {
     Json,
     Csv,
 }
+
+/// Widths that fit most rows, so a followed log stays aligned as rows arrive: a time with
+/// milliseconds, `interrupted`, a `16m52.5s` interval.
+const FOLLOW_WIDTHS: [usize; 9] = [24, 12, 10, 9, 6, 11, 4, 8, 0];
 
 /// `poked history`.
 pub fn history(ctx: &Context, out: &mut dyn Write, args: &HistoryArgs) -> Result<()> {
@@ -67,7 +71,7 @@ pub fn history(ctx: &Context, out: &mut dyn Write, args: &HistoryArgs) -> Result
         _ => Format::Table,
     };
     let filter = HistoryFilter {
-        agent_id: id.as_ref().map(ToString::to_string),
+        agent_id: id.clone(),
         since,
         until,
         kinds: args.kind.clone(),
@@ -75,10 +79,9 @@ pub fn history(ctx: &Context, out: &mut dyn Write, args: &HistoryArgs) -> Result
         after_id: None,
         limit: args.limit,
     };
-    // Following needs a second connection for the watcher.
-    let store = ctx.open_with(false, if args.follow { 2 } else { 1 })?;
+    let store = ctx.open_to_read()?;
     if let Some(id) = &id
-        && !store.agent_known(id.as_str())?
+        && !store.agent_known(id)?
     {
         return Err(Error::UnknownAgent(id.to_string()));
     }
@@ -93,7 +96,16 @@ pub fn history(ctx: &Context, out: &mut dyn Write, args: &HistoryArgs) -> Result
             rows.iter().try_for_each(|row| write_csv_row(out, row))
         }
         Format::Table if rows.is_empty() => writeln!(out, "no log rows match").map_err(io_err),
-        Format::Table => LogTable::fitted(&rows, false).write(out, &rows),
+        Format::Table => print_log(out, &rows),
+    }
+}
+
+/// Writes rows in `format`; `table` keeps its widths from one batch to the next.
+fn write_rows(out: &mut dyn Write, table: &mut Table, format: Format, rows: &[LogRow]) -> Result<()> {
+    match format {
+        Format::Table => table.write(out, rows.iter().map(log_cells).collect()),
+        Format::Csv => rows.iter().try_for_each(|row| write_csv_row(out, row)),
+        Format::Json => rows.iter().try_for_each(|row| print_json_line(out, &log_json(row))),
     }
 }
 
@@ -101,15 +113,14 @@ pub fn history(ctx: &Context, out: &mut dyn Write, args: &HistoryArgs) -> Result
 fn follow(store: &Store, out: &mut dyn Write, filter: &HistoryFilter, format: Format) -> Result<()> {
     // The watcher starts before the first read, so a commit after that read is always noticed.
     let mut poll = Poll::new(store, true)?;
-    let (rows, mut last_id, mut watched) = store.follow_start(filter)?;
-    let mut table = LogTable::fitted(&rows, true);
-    match format {
-        Format::Table => table.write(out, &rows)?,
-        Format::Csv => {
-            write_csv_header(out)?;
-            rows.iter().try_for_each(|row| write_csv_row(out, row))?;
-        }
-        Format::Json => rows.iter().try_for_each(|row| write_json_line(out, row))?,
+    let start = store.follow_start(filter)?;
+    let (mut last_id, mut watched) = (start.last_id, start.pending);
+    let mut table = log_table().min_widths(&FOLLOW_WIDTHS);
+    if format == Format::Csv {
+        write_csv_header(out)?;
+    }
+    if format == Format::Table || !start.rows.is_empty() {
+        write_rows(out, &mut table, format, &start.rows)?;
     }
     out.flush().map_err(io_err)?;
     let wanted = |row: &LogRow| {
@@ -127,7 +138,7 @@ fn follow(store: &Store, out: &mut dyn Write, filter: &HistoryFilter, format: Fo
         watched.retain(|id| !step.gone.contains(id) && !step.resolved.iter().any(|r| r.id == *id));
         let mut show: Vec<LogRow> = step.resolved.into_iter().filter(|r| wanted(r)).collect();
         for row in step.rows {
-            if row.outcome.as_deref() == Some("pending") {
+            if row.outcome == Some(Outcome::Pending) {
                 watched.push(row.id);
             }
             if wanted(&row) {
@@ -137,18 +148,9 @@ fn follow(store: &Store, out: &mut dyn Write, filter: &HistoryFilter, format: Fo
         if show.is_empty() {
             continue;
         }
-        match format {
-            Format::Table => table.write(out, &show)?,
-            Format::Csv => show.iter().try_for_each(|row| write_csv_row(out, row))?,
-            Format::Json => show.iter().try_for_each(|row| write_json_line(out, row))?,
-        }
+        write_rows(out, &mut table, format, &show)?;
         out.flush().map_err(io_err)?;
     }
-}
-
-fn write_json_line(out: &mut dyn Write, row: &LogRow) -> Result<()> {
-    serde_json::to_writer(&mut *out, &log_json(row)).map_err(|e| io_err(e.into()))?;
-    writeln!(out).map_err(io_err)
 }
 
 /// The CSV columns: the keys of the JSON objects, in the same order.
@@ -175,12 +177,12 @@ fn write_csv_row(out: &mut dyn Write, row: &LogRow) -> Result<()> {
         out,
         &[
             row.id.to_string(),
-            row.agent_id.clone(),
+            row.agent_id.to_string(),
             format_time(row.at),
-            row.kind.clone(),
+            row.kind.to_string(),
             row.interval_ms.to_string(),
             row.consecutive_misses.to_string(),
-            row.outcome.clone().unwrap_or_default(),
+            row.outcome.map(|o| o.to_string()).unwrap_or_default(),
             opt(row.exit_code),
             opt(row.duration_ms),
             row.detail.clone().unwrap_or_default(),
@@ -206,68 +208,6 @@ fn write_csv_record(out: &mut dyn Write, fields: &[String]) -> Result<()> {
     }
     line.push_str("\r\n");
     out.write_all(line.as_bytes()).map_err(io_err)
-}
-
-const HEADER: [&str; 9] = LOG_HEADER;
-/// Numbers are right-aligned.
-const RIGHT: [bool; 9] = [false, false, false, true, true, false, true, true, false];
-/// Widths that fit most rows, so a followed log stays aligned as rows arrive: a time with
-/// milliseconds, `interrupted`, a `16m52.5s` interval.
-const FOLLOW_WIDTHS: [usize; 9] = [24, 12, 8, 9, 6, 11, 4, 8, 0];
-
-/// The log table, written a batch at a time with the same column widths (the same layout as
-/// the table of `poked show`).
-struct LogTable {
-    widths: [usize; 9],
-    header_written: bool,
-}
-
-impl LogTable {
-    /// Widths that fit the header and `rows` (and, for following, the usual widths).
-    fn fitted(rows: &[LogRow], follow: bool) -> LogTable {
-        let mut widths = HEADER.map(|h| h.chars().count());
-        if follow {
-            for (w, min) in widths.iter_mut().zip(FOLLOW_WIDTHS) {
-                *w = (*w).max(min);
-            }
-        }
-        for row in rows {
-            for (w, cell) in widths.iter_mut().zip(log_cells(row)) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        LogTable {
-            widths,
-            header_written: false,
-        }
-    }
-
-    fn write(&mut self, out: &mut dyn Write, rows: &[LogRow]) -> Result<()> {
-        if !self.header_written {
-            self.line(out, HEADER.map(String::from))?;
-            self.header_written = true;
-        }
-        rows.iter().try_for_each(|row| self.line(out, log_cells(row)))
-    }
-
-    fn line(&mut self, out: &mut dyn Write, cells: [String; 9]) -> Result<()> {
-        let mut line = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            // A later row wider than the columns so far widens them from then on.
-            let len = cell.chars().count();
-            self.widths[i] = self.widths[i].max(len);
-            let pad = " ".repeat(self.widths[i] - len);
-            if RIGHT[i] {
-                line.push_str(&pad);
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&pad);
-            }
-            line.push_str("  ");
-        }
-        writeln!(out, "{}", line.trim_end()).map_err(io_err)
-    }
 }
 
 #[cfg(test)]

@@ -5,25 +5,31 @@
 //! error that `main` turns into a quiet exit.
 
 mod agents;
+mod check;
 mod demo;
+mod explain;
 mod history;
+mod next;
 mod output;
-mod report;
+mod plan;
+mod prune;
 mod run;
-pub mod transfer;
+mod stats;
+mod status;
+mod transfer;
 mod view;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::agent::AgentId;
+use poked::agent::AgentId;
 use crate::cli::{Cli, Command, SyncLevel};
-use crate::clock::{self, Clock, Millis};
-use crate::error::{Error, Result};
-use crate::random::{self, Draw};
-use crate::store::{OpenOptions, Store, Synchronous};
-use crate::units;
+use poked::clock::{self, Clock, Millis};
+use poked::error::{Error, Result};
+use poked::random::{self, Draw};
+use poked::store::{OpenOptions, Store, Synchronous};
+use poked::units;
 
 /// What every command needs: where the database is, the time, and the jitter draw.
 pub struct Context {
@@ -44,19 +50,34 @@ impl Context {
         })
     }
 
-    /// Opens an existing database (or creates it, with `create`) with one connection.
+    /// Opens an existing database (or creates it, with `create`) to write to it.
     pub fn open(&self, create: bool) -> Result<Store> {
         self.open_with(create, 1)
     }
 
-    /// Opens the database with a pool of `connections`, for commands that use threads.
+    /// Opens the database with `connections`, for commands that use threads.
     pub fn open_with(&self, create: bool, connections: u32) -> Result<Store> {
         Store::open(
             &self.db,
             OpenOptions {
                 create,
+                read_only_ok: false,
                 synchronous: self.synchronous,
                 connections,
+            },
+        )
+    }
+
+    /// Opens an existing database to read it: one this user may not write (a backup on
+    /// read-only media) is opened read-only.
+    pub fn open_to_read(&self) -> Result<Store> {
+        Store::open(
+            &self.db,
+            OpenOptions {
+                create: false,
+                read_only_ok: true,
+                synchronous: self.synchronous,
+                connections: 1,
             },
         )
     }
@@ -84,19 +105,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     };
     match command {
         Command::Init => agents::init(&ctx, out),
-        Command::Add {
-            id,
-            settings,
-            paused,
-            command,
-        } => agents::add(&ctx, out, &id, &settings, paused, command),
-        Command::Set {
-            id,
-            settings,
-            no_command,
-            no_heartbeat_file,
-            command,
-        } => agents::set(&ctx, out, &id, &settings, no_command, no_heartbeat_file, command),
+        Command::Add(args) => agents::add(&ctx, out, args),
+        Command::Set(args) => agents::set(&ctx, out, args),
         Command::Rm { id, purge } => agents::rm(&ctx, out, &id, purge),
         Command::Pause { ids } => agents::pause(&ctx, out, &ids, true),
         Command::Resume { ids } => agents::pause(&ctx, out, &ids, false),
@@ -108,19 +118,19 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Show { id, json } => view::show(&ctx, out, &id, json),
         Command::Due { at, json } => view::due(&ctx, out, at.as_deref(), json),
         Command::History(args) => history::history(&ctx, out, &args),
-        Command::Stats { since, json } => report::stats(&ctx, out, since.as_deref(), json),
-        Command::Next { wait, json } => report::next(&ctx, out, wait, json),
+        Command::Stats { since, json } => stats::stats(&ctx, out, since.as_deref(), json),
+        Command::Next { wait, json } => next::next(&ctx, out, wait, json),
         Command::Prune {
             older_than,
             dry_run,
             json,
-        } => report::prune(&ctx, out, older_than, dry_run, json),
-        Command::Check { json } => report::check(&ctx, out, json),
-        Command::Status { json } => report::status(&ctx, out, json),
-        Command::Import { file, replace } => {
-            transfer::import(&ctx, out, &file, transfer::ImportOptions { replace })
-        }
+        } => prune::prune(&ctx, out, older_than, dry_run, json),
+        Command::Check { json } => check::check(&ctx, out, json),
+        Command::Status { json } => status::status(&ctx, out, json),
+        Command::Import { file, replace } => transfer::import(&ctx, out, &file, replace),
         Command::Export { json_lines: _ } => transfer::export(&ctx, out),
+        Command::Explain { id, at, json } => explain::explain(&ctx, out, &id, at.as_deref(), json),
+        Command::Plan { id, count, json } => plan::plan(&ctx, out, &id, usize::from(count), json),
         Command::Run(args) => run::run(&ctx, out, &args),
         Command::Demo { keep, duration } => demo::demo(&ctx, out, keep, duration),
     }

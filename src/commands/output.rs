@@ -1,66 +1,99 @@
-//! How agents and log rows look: aligned tables for people, JSON for scripts.
+//! How things look: one table builder, one way to print times, JSON for scripts.
 //!
-//! JSON keys are the column names of SPEC §4; times are RFC 3339 UTC strings, durations integer
+//! Every table is a [`Table`]: columns separated by two spaces, numbers right-aligned, no
+//! borders, no trailing spaces. A table can be printed whole (widths fitted to every row) or
+//! written a batch at a time (`history --follow`), keeping its widths and widening a column
+//! when a later row needs it. JSON keys are the column names of SPEC §4 (see
+//! [`poked::transfer::agent_json`]); times are RFC 3339 UTC strings, durations integer
 //! milliseconds. The same thing has the same key in every command.
 
 use std::io::Write;
 
-use comfy_table::{CellAlignment, Table, presets};
 use serde_json::{Value, json};
 
 use super::io_err;
-use crate::agent::Agent;
-use crate::clock::Millis;
-use crate::error::Result;
-use crate::store::LogRow;
-use crate::units::{format_duration, format_relative, format_time};
+use poked::agent::Agent;
+use poked::clock::Millis;
+use poked::error::Result;
+use poked::log::LogRow;
+use poked::units::{format_duration, format_relative, format_time};
 
-fn time(at: Option<Millis>) -> Value {
-    at.map_or(Value::Null, |at| Value::String(format_time(at)))
+/// A table of text cells; see the module docs.
+pub struct Table {
+    header: Vec<&'static str>,
+    right: Vec<bool>,
+    widths: Vec<usize>,
+    rows: Vec<Vec<String>>,
+    header_written: bool,
 }
 
-/// An agent as a JSON object.
-pub fn agent_json(agent: &Agent, now: Millis) -> Value {
-    let s = &agent.settings;
-    json!({
-        "id": agent.id,
-        "state": agent.state(now),
-        "freshness": agent.freshness(now).as_str(),
-        "strategy": s.strategy.as_str(),
-        "base_interval_ms": s.base_interval_ms,
-        "max_interval_ms": s.max_interval_ms,
-        "factor": s.factor,
-        "jitter": s.jitter,
-        "fresh_ms": s.fresh_ms,
-        "very_stale_ms": s.very_stale_ms,
-        "current_interval_ms": agent.current_interval_ms,
-        "wait_ms": agent.wait_ms,
-        "consecutive_misses": agent.consecutive_misses,
-        "last_poke_at": time(agent.last_poke_at),
-        "last_activity_at": time(agent.last_activity_at),
-        "paused": agent.paused,
-        "command": s.command,
-        "heartbeat_file": s.heartbeat_file,
-        "created_at": format_time(agent.created_at),
-        "updated_at": format_time(agent.updated_at),
-        "next_due_at": time(agent.next_due_at),
-    })
-}
+impl Table {
+    /// A table with these columns; the columns at `right` are right-aligned.
+    pub fn new(header: &[&'static str], right: &[usize]) -> Table {
+        Table {
+            header: header.to_vec(),
+            right: (0..header.len()).map(|i| right.contains(&i)).collect(),
+            widths: header.iter().map(|h| h.chars().count()).collect(),
+            rows: Vec::new(),
+            header_written: false,
+        }
+    }
 
-/// A log row as a JSON object.
-pub fn log_json(row: &LogRow) -> Value {
-    json!({
-        "id": row.id,
-        "agent_id": row.agent_id,
-        "at": format_time(row.at),
-        "kind": row.kind,
-        "interval_ms": row.interval_ms,
-        "consecutive_misses": row.consecutive_misses,
-        "outcome": row.outcome,
-        "exit_code": row.exit_code,
-        "duration_ms": row.duration_ms,
-        "detail": row.detail,
-    })
+    /// Makes each column at least as wide as `widths` (for a table written in batches).
+    pub fn min_widths(mut self, widths: &[usize]) -> Table {
+        for (w, min) in self.widths.iter_mut().zip(widths) {
+            *w = (*w).max(*min);
+        }
+        self
+    }
+
+    /// Adds a row (to be printed by [`Table::print`]).
+    pub fn add_row(&mut self, cells: Vec<String>) {
+        self.fit(&cells);
+        self.rows.push(cells);
+    }
+
+    fn fit(&mut self, cells: &[String]) {
+        for (w, cell) in self.widths.iter_mut().zip(cells) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+
+    /// Prints the header and every row added so far.
+    pub fn print(&mut self, out: &mut dyn Write) -> Result<()> {
+        let rows = std::mem::take(&mut self.rows);
+        self.write(out, rows)
+    }
+
+    /// Writes `rows` (and the header, the first time) with the widths so far, widened where a
+    /// row needs it.
+    pub fn write(&mut self, out: &mut dyn Write, rows: Vec<Vec<String>>) -> Result<()> {
+        if !self.header_written {
+            let header: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
+            self.line(out, &header)?;
+            self.header_written = true;
+        }
+        rows.iter().try_for_each(|row| {
+            self.fit(row);
+            self.line(out, row)
+        })
+    }
+
+    fn line(&self, out: &mut dyn Write, cells: &[String]) -> Result<()> {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = " ".repeat(self.widths[i].saturating_sub(cell.chars().count()));
+            if self.right[i] {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+            line.push_str("  ");
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(io_err)
+    }
 }
 
 /// Prints a JSON value, pretty, with a final newline.
@@ -70,88 +103,106 @@ pub fn print_json(out: &mut dyn Write, value: &Value) -> Result<()> {
     writeln!(out).map_err(io_err)
 }
 
-/// A table with a header, columns aligned, no borders.
-pub fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(presets::NOTHING)
-        .set_header(header.iter().copied());
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table
-}
-
-/// Prints a table built by [`table`], trimming the padding at the end of each line.
-pub fn print_table(out: &mut dyn Write, table: &mut Table, right_aligned: &[usize]) -> Result<()> {
-    for &i in right_aligned {
-        if let Some(column) = table.column_mut(i) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    for line in table.lines() {
-        writeln!(out, "{}", line.trim_end()).map_err(io_err)?;
-    }
-    Ok(())
+/// Prints a JSON value on one line (JSON Lines).
+pub fn print_json_line(out: &mut dyn Write, value: &Value) -> Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(|e| io_err(e.into()))?;
+    writeln!(out).map_err(io_err)
 }
 
 /// The agents table of `list` and `due`.
 pub fn print_agents(out: &mut dyn Write, agents: &[Agent], now: Millis) -> Result<()> {
-    let mut t = table(&[
-        "ID",
-        "STATE",
-        "INTERVAL",
-        "MISSES",
-        "LAST POKE",
-        "LAST ACTIVITY",
-        "FRESHNESS",
-        "NEXT DUE",
-    ]);
+    let mut t = Table::new(
+        &[
+            "ID",
+            "STATE",
+            "INTERVAL",
+            "MISSES",
+            "LAST POKE",
+            "LAST ACTIVITY",
+            "FRESHNESS",
+            "NEXT DUE",
+        ],
+        &[2, 3],
+    );
     for a in agents {
         t.add_row(vec![
-            a.id.clone(),
-            a.state(now).to_string(),
+            a.id.to_string(),
+            a.state(now).as_str().to_string(),
             format_duration(a.current_interval_ms),
             a.consecutive_misses.to_string(),
-            opt_time(a.last_poke_at),
-            opt_time(a.last_activity_at),
+            time_or(a.last_poke_at, "never"),
+            time_or(a.last_activity_at, "never"),
             a.freshness(now).as_str().to_string(),
-            match a.next_due_at {
-                None => "-".into(),
-                Some(at) => format!("{} ({})", format_time(at), due_relative(at, now)),
-            },
+            next_due(a, now),
         ]);
     }
-    print_table(out, &mut t, &[2, 3])
+    t.print(out)
+}
+
+/// `2026-01-01T00:11:00Z (in 5m)`, `… (held)` while a hold decides it, `-` when paused.
+pub fn next_due(agent: &Agent, now: Millis) -> String {
+    match agent.next_due_at {
+        None => "-".into(),
+        Some(at) if agent.held(now) && agent.held_until_at == Some(at) => {
+            format!("{} ({}, held)", format_time(at), due_relative(at, now))
+        }
+        Some(at) => format!("{} ({})", format_time(at), due_relative(at, now)),
+    }
 }
 
 /// The columns of a log table.
-pub const LOG_HEADER: [&str; 9] = [
+const LOG_HEADER: [&str; 9] = [
     "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
 ];
 
-/// One log row as the cells of a log table, in the order of [`LOG_HEADER`].
-pub fn log_cells(r: &LogRow) -> [String; 9] {
-    [
+/// A log table (`show`, `history`, `demo`); numbers right-aligned.
+pub fn log_table() -> Table {
+    Table::new(&LOG_HEADER, &[3, 4, 6, 7])
+}
+
+/// One log row as the cells of a log table.
+pub fn log_cells(r: &LogRow) -> Vec<String> {
+    vec![
         format_time(r.at),
-        r.agent_id.clone(),
-        r.kind.clone(),
+        r.agent_id.to_string(),
+        r.kind.to_string(),
         format_duration(r.interval_ms),
         r.consecutive_misses.to_string(),
-        r.outcome.clone().unwrap_or_default(),
+        r.outcome.map(|o| o.to_string()).unwrap_or_default(),
         r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
         r.duration_ms.map(format_duration).unwrap_or_default(),
         one_line(r.detail.as_deref().unwrap_or_default()),
     ]
 }
 
-/// The log table of `show` and `history`.
+/// Prints log rows as a table.
 pub fn print_log(out: &mut dyn Write, rows: &[LogRow]) -> Result<()> {
-    let mut t = table(&LOG_HEADER);
+    let mut t = log_table();
     for r in rows {
-        t.add_row(log_cells(r).to_vec());
+        t.add_row(log_cells(r));
     }
-    print_table(out, &mut t, &[3, 4, 6, 7])
+    t.print(out)
+}
+
+/// A log row as a JSON object.
+pub fn log_json(row: &LogRow) -> Value {
+    json!({
+        "id": row.id,
+        "agent_id": row.agent_id.as_str(),
+        "at": format_time(row.at),
+        "kind": row.kind.as_str(),
+        "interval_ms": row.interval_ms,
+        "consecutive_misses": row.consecutive_misses,
+        "outcome": row.outcome.map(|o| o.as_str()),
+        "exit_code": row.exit_code,
+        "duration_ms": row.duration_ms,
+        "detail": row.detail,
+    })
+}
+
+/// An instant for people, or `none` (`never`, `-`) when there is none.
+pub fn time_or(at: Option<Millis>, none: &str) -> String {
+    at.map_or_else(|| none.to_string(), format_time)
 }
 
 /// `in 3m12s`, `overdue by 40s`, `now`.
@@ -164,10 +215,6 @@ pub fn due_relative(at: Millis, now: Millis) -> String {
     } else {
         format_relative(at, now)
     }
-}
-
-fn opt_time(at: Option<Millis>) -> String {
-    at.map_or_else(|| "never".into(), format_time)
 }
 
 /// Keeps a table on one line per row: control characters shown escaped, long text cut.
@@ -186,5 +233,13 @@ pub fn one_line(text: &str) -> String {
         format!("{}…", escaped.chars().take(59).collect::<String>())
     } else {
         escaped
+    }
+}
+
+/// `1 agent`, `3 agents`.
+pub fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
+    match n.into() {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
     }
 }

@@ -1,18 +1,18 @@
-//! `poked run`: the scheduler (see [`crate::daemon::service`]).
+//! `poked run`: the scheduler (see [`poked::daemon::service`]).
 
 use std::io::Write;
 use std::time::Duration;
 
 use super::{Context, io_err};
 use crate::cli::RunArgs;
-use crate::daemon::{DaemonOptions, PassOptions, serve};
-use crate::error::Result;
+use poked::daemon::{DaemonOptions, PassOptions, Shutdown, serve};
+use poked::error::Result;
 
 /// `poked run [--once] [--concurrency N] [--command-timeout D] [--retain D]`.
 pub fn run(ctx: &Context, out: &mut dyn Write, args: &RunArgs) -> Result<()> {
     let concurrency = u32::from(args.concurrency);
-    // One connection per worker, one for the loop, one for watching changes, one spare.
-    let store = ctx.open_with(true, concurrency + 3)?;
+    // One connection per worker and one for the loop (the watcher opens its own).
+    let store = ctx.open_with(true, concurrency + 1)?;
     let options = DaemonOptions {
         pass: PassOptions {
             concurrency: concurrency as usize,
@@ -22,12 +22,21 @@ pub fn run(ctx: &Context, out: &mut dyn Write, args: &RunArgs) -> Result<()> {
         retain_ms: args.retain,
         once: args.once,
     };
-    let report = serve(&store, ctx.clock.as_ref(), ctx.draw.as_ref(), &options)?;
+    let shutdown = Shutdown::new();
+    let _signals = shutdown.on_signals()?;
+    let report = serve(&store, ctx.clock.as_ref(), ctx.draw.as_ref(), &options, &shutdown)?;
     if args.once {
         writeln!(
             out,
-            "{} pokes, {} misses, {} heartbeats",
-            report.pokes, report.misses, report.heartbeats
+            "{} pokes, {} misses, {} heartbeats{}",
+            report.pokes,
+            report.misses,
+            report.heartbeats,
+            if report.skips > 0 || report.escalations > 0 {
+                format!(", {} skips, {} escalations", report.skips, report.escalations)
+            } else {
+                String::new()
+            }
         )
         .map_err(io_err)?;
     }

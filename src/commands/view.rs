@@ -1,29 +1,41 @@
-//! The read commands of this stage: list, show, due.
+//! The agents as they stand: `list`, `due` and `show`.
 
+use std::collections::HashMap;
 use std::io::Write;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::output::{agent_json, due_relative, log_json, print_agents, print_json, print_log};
+use super::output::{log_json, next_due, print_agents, print_json, print_log, time_or};
 use super::{Context, io_err};
-use crate::agent::AgentId;
-use crate::error::Result;
-use crate::store::HistoryFilter;
-use crate::units::{format_duration, format_time};
+use poked::agent::{Agent, AgentId, Rung};
+use poked::clock::Millis;
+use poked::error::Result;
+use poked::rules::Cap;
+use poked::store::{HistoryFilter, Store, Streak};
+use poked::transfer::agent_json;
+use poked::units::{format_duration, format_time};
 
 /// How many log rows `show` prints.
 const SHOW_LOG_ROWS: i64 = 10;
 
+/// Agents as a JSON array, each with its rungs.
+fn agents_json(store: &Store, agents: &[Agent], now: Millis) -> Result<Value> {
+    let mut rungs: HashMap<AgentId, Vec<Rung>> = store.all_rungs()?;
+    Ok(Value::Array(
+        agents
+            .iter()
+            .map(|a| agent_json(a, &rungs.remove(&a.id).unwrap_or_default(), now))
+            .collect(),
+    ))
+}
+
 /// `poked list`.
 pub fn list(ctx: &Context, out: &mut dyn Write, json: bool) -> Result<()> {
-    let store = ctx.open(false)?;
+    let store = ctx.open_to_read()?;
     let agents = store.agents()?;
     let now = ctx.now();
     if json {
-        return print_json(
-            out,
-            &Value::Array(agents.iter().map(|a| agent_json(a, now)).collect()),
-        );
+        return print_json(out, &agents_json(&store, &agents, now)?);
     }
     if agents.is_empty() {
         return writeln!(out, "no agents yet (add one with `poked add ID -- COMMAND...`)").map_err(io_err);
@@ -37,13 +49,10 @@ pub fn due(ctx: &Context, out: &mut dyn Write, at: Option<&str>, json: bool) -> 
         Some(text) => ctx.parse_time("--at", text)?,
         None => ctx.now(),
     };
-    let store = ctx.open(false)?;
+    let store = ctx.open_to_read()?;
     let agents = store.due(at)?;
     if json {
-        return print_json(
-            out,
-            &Value::Array(agents.iter().map(|a| agent_json(a, at)).collect()),
-        );
+        return print_json(out, &agents_json(&store, &agents, at)?);
     }
     if agents.is_empty() {
         return writeln!(out, "no agent is due at {}", format_time(at)).map_err(io_err);
@@ -54,24 +63,35 @@ pub fn due(ctx: &Context, out: &mut dyn Write, at: Option<&str>, json: bool) -> 
 /// `poked show`.
 pub fn show(ctx: &Context, out: &mut dyn Write, id: &str, json: bool) -> Result<()> {
     let id = AgentId::parse(id)?;
-    let store = ctx.open(false)?;
-    let agent = store.agent(id.as_str())?;
+    let store = ctx.open_to_read()?;
+    let now = ctx.now();
+    let poked::store::Decidable { agent, ladder } = store.agent_with_ladder(&id, now)?;
+    let streak = store.streak(&id)?;
     let log = store.history(&HistoryFilter {
-        agent_id: Some(id.to_string()),
+        agent_id: Some(id.clone()),
         limit: Some(SHOW_LOG_ROWS),
         ..HistoryFilter::default()
     })?;
-    let now = ctx.now();
+    let cap = ladder.cap.clone().unwrap_or(Cap {
+        limit: agent.settings.escalate_limit,
+        window_ms: agent.settings.escalate_window_ms,
+        escalations: Vec::new(),
+    });
     if json {
-        let mut value = agent_json(&agent, now);
+        let mut value = agent_json(&agent, &ladder.rungs, now);
+        value["streak_escalations"] = streak_json(&streak);
+        value["cap"] = cap_json(&cap, now);
         value["recent_log"] = Value::Array(log.iter().map(log_json).collect());
         return print_json(out, &value);
     }
     let s = &agent.settings;
-    let time = |at: Option<i64>| at.map_or_else(|| "never".to_string(), format_time);
+    let argv = |argv: &Option<Vec<String>>, none: &str| {
+        argv.as_ref()
+            .map_or_else(|| none.to_string(), |argv| serde_json::to_string(argv).unwrap_or_default())
+    };
     let mut lines = vec![
-        ("id", agent.id.clone()),
-        ("state", agent.state(now).to_string()),
+        ("id", agent.id.to_string()),
+        ("state", agent.state(now).as_str().to_string()),
         ("freshness", agent.freshness(now).as_str().to_string()),
         (
             "interval",
@@ -89,31 +109,34 @@ pub fn show(ctx: &Context, out: &mut dyn Write, id: &str, json: bool) -> Result<
         ("misses in a row", agent.consecutive_misses.to_string()),
         (
             "fresh / very stale",
-            format!(
-                "{} / {}",
-                format_duration(s.fresh_ms),
-                format_duration(s.very_stale_ms)
-            ),
+            format!("{} / {}", format_duration(s.fresh_ms), format_duration(s.very_stale_ms)),
         ),
-        ("last poke", time(agent.last_poke_at)),
-        ("last activity", time(agent.last_activity_at)),
+        ("last poke", time_or(agent.last_poke_at, "never")),
+        ("last activity", time_or(agent.last_activity_at, "never")),
         (
             "next due",
-            agent.next_due_at.map_or_else(
-                || "- (paused)".into(),
-                |at| format!("{} ({})", format_time(at), due_relative(at, now)),
-            ),
+            match agent.next_due_at {
+                None => "- (paused)".into(),
+                Some(_) => next_due(&agent, now),
+            },
         ),
+        ("held until", hold(&agent, now)),
+        ("command", argv(&s.command, "none (pokes are only recorded)")),
+        ("heartbeat file", heartbeat(&agent)),
+        ("activity probe", probe(&agent)),
+        ("gate", argv(&s.only_if, "none")),
+        ("ladder", ladder_text(&ladder.rungs, &streak)),
         (
-            "command",
-            s.command.as_ref().map_or_else(
-                || "none (pokes are only recorded)".into(),
-                |argv| serde_json::to_string(argv).unwrap_or_default(),
+            "escalations",
+            format!(
+                "{} of {} in the last {}{}; grace {}",
+                cap.count(now),
+                cap.limit,
+                format_duration(cap.window_ms),
+                cap.oldest_leaves_at(now)
+                    .map_or_else(String::new, |at| format!(" (the oldest leaves at {})", format_time(at))),
+                format_duration(s.grace_ms)
             ),
-        ),
-        (
-            "heartbeat file",
-            s.heartbeat_file.clone().unwrap_or_else(|| "none".into()),
         ),
         ("created", format_time(agent.created_at)),
     ];
@@ -127,4 +150,77 @@ pub fn show(ctx: &Context, out: &mut dyn Write, id: &str, json: bool) -> Result<
     } else {
         print_log(out, &log)
     }
+}
+
+fn hold(agent: &Agent, now: Millis) -> String {
+    match agent.held_until_at {
+        Some(at) if at > now => format!("{} (in {})", format_time(at), format_duration(at - now)),
+        Some(at) => format!("{} (over)", format_time(at)),
+        None => "not held".into(),
+    }
+}
+
+fn heartbeat(agent: &Agent) -> String {
+    match &agent.settings.heartbeat_file {
+        None => "none".into(),
+        Some(path) => format!("{path} (last seen {})", time_or(agent.heartbeat_seen_at, "never")),
+    }
+}
+
+fn probe(agent: &Agent) -> String {
+    match &agent.settings.activity_cmd {
+        None => "none".into(),
+        Some(argv) => format!(
+            "{} (echo {}; last value {})",
+            serde_json::to_string(argv).unwrap_or_default(),
+            format_duration(agent.settings.echo_ms),
+            time_or(agent.probe_seen_at, "never seen")
+        ),
+    }
+}
+
+/// `3: ["tmux",...] (fired 00:23:45, ok); 5: [...]`.
+fn ladder_text(rungs: &[Rung], streak: &Streak) -> String {
+    if rungs.is_empty() {
+        return "none".into();
+    }
+    let parts: Vec<String> = rungs
+        .iter()
+        .map(|r| {
+            let fired = streak
+                .escalations
+                .iter()
+                .find(|e| e.rung == r.misses)
+                .map_or_else(String::new, |e| {
+                    let outcome = e.outcome.map_or_else(String::new, |o| format!(", {o}"));
+                    format!(" (this streak: {}{outcome})", format_time(e.at))
+                });
+            format!(
+                "{}: {}{fired}",
+                r.misses,
+                serde_json::to_string(&r.command).unwrap_or_default()
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
+
+fn streak_json(streak: &Streak) -> Value {
+    Value::Array(
+        streak
+            .escalations
+            .iter()
+            .map(|e| json!({"rung": e.rung, "outcome": e.outcome.map(|o| o.as_str()), "at": format_time(e.at)}))
+            .collect(),
+    )
+}
+
+/// The cap at `now`, for `show --json` and `explain --json`.
+pub fn cap_json(cap: &Cap, now: Millis) -> Value {
+    json!({
+        "count": cap.count(now),
+        "limit": cap.limit,
+        "window_ms": cap.window_ms,
+        "oldest_leaves_at": poked::transfer::time_json(cap.oldest_leaves_at(now)),
+    })
 }

@@ -1,33 +1,55 @@
 //! The scheduling pass: the heart of `poked run`.
 //!
-//! A pass finds the due agents with the indexed due query, reads their heartbeat files, and for
-//! each agent still due commits the miss/poke transaction of SPEC §3 ([`Store::begin_poke`]).
-//! Commands then run on worker threads, at most `concurrency` at once, never inside a
-//! transaction, and each outcome is recorded in a second transaction on the same log row.
+//! A pass commits, in **one** `BEGIN IMMEDIATE` transaction (group commit), the outcomes of the
+//! commands that finished since the last pass and the transitions of up to [`GROUP_COMMIT`] due
+//! agents: for each, its heartbeat file is read ([`crate::rules::read_source`]), and when it is
+//! still due, the miss, the poke or the rung that [`crate::rules::decide`] chooses is written.
+//! Each agent's transition stays whole with its log rows; a kill before the commit loses the
+//! uncommitted batch and nothing acknowledged. Only after the commit are the commands handed to
+//! the workers, so a command never starts before its transition has committed. A single due
+//! agent waits for no company: the pass takes what is due now and commits it at once.
 //!
-//! A [`Scheduler`] owns the workers. Its [`Scheduler::pass`] never waits for a command, so a
-//! slow command delays no other agent's poke; `poked run --once` is one pass followed by
-//! waiting for the outcomes ([`run_pass`]), and the daemon calls the same pass each time an
-//! agent comes due.
+//! An agent with an activity probe or a gate needs commands run *before* its decision, so the
+//! pass hands it to a worker instead (`prepare.rs`): the worker runs the probe, records what it
+//! saw, runs the gate, and commits a skip or the poke in a transaction of its own, then runs the
+//! poke's command. Probes, gates, pokes and escalations all count against `concurrency`, and an
+//! agent is never handed to two workers at once, so it never has two commands running.
+//!
+//! After SIGTERM or SIGINT (`stop`) a pass commits no transition and starts nothing: a pass
+//! under way when the signal arrives rolls its transitions back to a savepoint before it
+//! commits, keeping only the outcomes it recorded. Commands in flight finish and are recorded;
+//! a second signal (`cancel`) stops them (recorded `interrupted`).
+//!
+//! An outcome that cannot be written (a trigger refusing it, a full disk, a long lock) stays
+//! queued and is retried at every pass until it is recorded; its agent counts as in flight
+//! meanwhile, so it is never poked twice, and is poked again at its next due time once the
+//! outcome is in.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::command::{CommandResult, run_command};
 use super::heartbeat::Heartbeats;
-use crate::agent::Agent;
+use super::prepare::{Shared, prepare};
+use super::probe::ProbeHealth;
+use crate::agent::{Agent, AgentId};
 use crate::clock::{Clock, Millis};
 use crate::error::{Error, Result};
+use crate::log::{Kind, Outcome};
 use crate::random::Draw;
-use crate::store::{PokeStarted, Store};
+use crate::rules::{self, Reading, Source};
+use crate::store::{Finished, Started, Store};
 use crate::units::format_duration;
 
-/// How many due agents one pass reads at a time.
-const DUE_BATCH: usize = 512;
-
-/// The most agents whose transitions the pass commits in one transaction (group commit).
+/// The most agents whose transitions one pass commits in one transaction (group commit).
+///
+/// Chosen by measurement (`cargo bench --bench scheduler`, pass over 10,000 due agents): the
+/// rate grows with the batch while the fsync dominates and flattens past a few hundred, where
+/// one transaction holds the write lock for about 10 ms; larger batches only make other writers
+/// wait longer.
 pub const GROUP_COMMIT: usize = 256;
 
 /// How a pass runs commands.
@@ -51,89 +73,149 @@ impl Default for PassOptions {
     }
 }
 
-/// What a pass did.
+/// What passes did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
-    /// Pokes committed.
+    /// Pokes and escalations committed.
     pub pokes: usize,
     /// Misses committed.
     pub misses: usize,
-    /// Activities found in heartbeat files.
+    /// Activities found in heartbeat files and probes.
     pub heartbeats: usize,
+    /// Skips committed (the gate said there was nothing to do).
+    pub skips: usize,
+    /// Escalations committed (among `pokes`), held ones included.
+    pub escalations: usize,
     /// Due agents left for later: all command slots were busy, or the batch was full.
     pub deferred: bool,
+    /// Outcomes still waiting to be written (the database refused them so far).
+    pub unrecorded: usize,
 }
 
 impl PassReport {
-    fn add(&mut self, other: &PassReport) {
+    /// Adds the counts of `other`.
+    pub fn add(&mut self, other: &PassReport) {
         self.pokes += other.pokes;
         self.misses += other.misses;
         self.heartbeats += other.heartbeats;
+        self.skips += other.skips;
+        self.escalations += other.escalations;
+    }
+
+    fn started(&mut self, started: &Started) {
+        self.pokes += 1;
+        self.misses += usize::from(started.missed);
+        self.escalations += usize::from(started.kind == Kind::Escalation);
     }
 }
 
-/// A poke whose command finished.
-struct Done {
-    agent_id: String,
+/// Work for a worker.
+pub(super) enum Job {
+    /// Run a committed poke's or escalation's command.
+    Run(Started),
+    /// Probe, gate and poke an agent (see [`prepare`]).
+    Prepare { agent: Agent, allow_miss: bool },
 }
 
-/// Runs passes and owns the worker threads that carry out the pokes' commands.
+/// What a worker reports when its job is done.
+pub(super) struct Done {
+    pub agent: AgentId,
+    /// The outcome to record, when a command ran.
+    pub finished: Option<Finished>,
+    /// What the job committed itself (a prepared agent's transitions).
+    pub report: PassReport,
+}
+
+/// Runs passes and owns the worker threads that carry out the commands.
 pub struct Scheduler<'a> {
     store: &'a Store,
-    clock: &'a dyn Clock,
     draw: &'a dyn Draw,
     options: &'a PassOptions,
-    heartbeats: Heartbeats,
-    jobs: Option<mpsc::Sender<PokeStarted>>,
+    stop: &'a AtomicBool,
+    heartbeats: &'a Heartbeats,
+    jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Done>,
-    in_flight: HashSet<String>,
+    /// Agents with a job or an unrecorded outcome: never given a second one.
+    in_flight: HashSet<AgentId>,
+    /// Outcomes not yet written.
+    unrecorded: Vec<(AgentId, Finished)>,
+    /// Whether writing outcomes is failing (logged when it starts and when it ends).
+    recording_failed: bool,
+    /// What the workers committed.
+    workers: PassReport,
+    /// Agent rows that could not be read, already logged.
+    unreadable: HashSet<String>,
+    /// Whether each pass records its time in the `daemon` row (the daemon's passes do).
+    record_passes: bool,
 }
 
 /// Starts `options.concurrency` workers, runs `f` with the scheduler, then waits for every
-/// command in flight before returning. `cancel` stops running commands (recorded
-/// `interrupted`).
+/// command in flight and records its outcome before returning. `stop` makes passes commit and
+/// start nothing; `cancel` stops running commands (recorded `interrupted`).
+#[allow(clippy::too_many_arguments)]
 pub fn with_scheduler<T>(
     store: &Store,
     clock: &dyn Clock,
     draw: &dyn Draw,
     options: &PassOptions,
+    stop: &AtomicBool,
     cancel: &AtomicBool,
     f: impl FnOnce(&mut Scheduler<'_>) -> T,
 ) -> T {
-    let (jobs, queue) = mpsc::channel::<PokeStarted>();
+    let (jobs, queue) = mpsc::channel::<Job>();
     let queue = Mutex::new(queue);
     let (done_tx, done) = mpsc::channel::<Done>();
+    let heartbeats = Heartbeats::default();
+    let probes = ProbeHealth::default();
+    let shared = Shared {
+        store,
+        clock,
+        draw,
+        options,
+        stop,
+        cancel,
+        heartbeats: &heartbeats,
+        probes: &probes,
+    };
     std::thread::scope(|scope| {
         for _ in 0..options.concurrency.max(1) {
             let done_tx = done_tx.clone();
-            let queue = &queue;
+            let (queue, shared) = (&queue, &shared);
             scope.spawn(move || {
                 loop {
-                    // The lock is held only to take the next poke off the queue.
+                    // The lock is held only to take the next job off the queue.
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(poke) = next else { break };
-                    if let Some(argv) = &poke.agent.settings.command {
-                        carry_out(store, &poke, argv, options, cancel);
-                    }
-                    let _ = done_tx.send(Done {
-                        agent_id: poke.agent.id,
-                    });
+                    let Ok(job) = next else { break };
+                    let done = match job {
+                        Job::Run(started) => Done {
+                            agent: started.agent.id.clone(),
+                            finished: Some(carry_out(shared, &started)),
+                            report: PassReport::default(),
+                        },
+                        Job::Prepare { agent, allow_miss } => prepare(shared, agent, allow_miss),
+                    };
+                    let _ = done_tx.send(done);
                 }
             });
         }
         drop(done_tx);
         let mut scheduler = Scheduler {
             store,
-            clock,
             draw,
             options,
-            heartbeats: Heartbeats::default(),
+            stop,
+            heartbeats: &heartbeats,
             jobs: Some(jobs),
             done,
             in_flight: HashSet::new(),
+            unrecorded: Vec::new(),
+            recording_failed: false,
+            workers: PassReport::default(),
+            unreadable: HashSet::new(),
+            record_passes: false,
         };
         let value = f(&mut scheduler);
-        scheduler.wait_idle();
+        scheduler.finish(cancel);
         // Closing the queue ends the workers; the scope joins them.
         scheduler.jobs = None;
         value
@@ -141,63 +223,167 @@ pub fn with_scheduler<T>(
 }
 
 impl Scheduler<'_> {
-    /// Pokes every agent due at `now` (up to one batch), without waiting for commands. Agents
-    /// with a command wait for a free worker; `deferred` says some were left for later.
-    /// With `allow_misses` false (the first pass after a wall-clock jump) no miss is recorded.
+    /// One pass at `now` (see the module docs), without waiting for commands. With
+    /// `allow_misses` false (the first pass after a wall-clock jump) no miss is recorded.
     pub fn pass(&mut self, now: Millis, allow_misses: bool) -> Result<PassReport> {
         self.collect_done();
+        let stopping = self.stop.load(Ordering::SeqCst);
+        let mut free = self.options.concurrency.saturating_sub(self.in_flight.len());
         let mut report = PassReport::default();
-        let due = self.store.due_batch(now, DUE_BATCH)?;
-        report.deferred = due.len() == DUE_BATCH;
-        for agent in &due {
-            if self.in_flight.contains(&agent.id) {
-                continue;
-            }
-            if agent.settings.command.is_some() && self.in_flight.len() >= self.options.concurrency {
-                report.deferred = true;
-                continue;
-            }
-            if self.read_heartbeat(agent)? {
-                report.heartbeats += 1;
-            }
-            let Some(poke) = self
-                .store
-                .begin_poke(&agent.id, self.clock.now(), allow_misses, self.draw)?
-            else {
-                continue;
-            };
-            report.pokes += 1;
-            report.misses += usize::from(poke.missed);
-            if poke.agent.settings.command.is_some() {
-                self.in_flight.insert(poke.agent.id.clone());
-                if let Some(jobs) = &self.jobs {
-                    // The workers live as long as the scheduler, so the queue is open.
-                    let _ = jobs.send(poke);
+        let mut started: Vec<Started> = Vec::new();
+        let mut prepared: Vec<Agent> = Vec::new();
+        let mut recorded: Vec<usize> = Vec::new();
+        let mut refused: Option<Error> = None;
+        let mut unreadable = Vec::new();
+        let (store, draw, stop, heartbeats) = (self.store, self.draw, self.stop, self.heartbeats);
+        let (in_flight, unrecorded, record_pass) = (&self.in_flight, &self.unrecorded, self.record_passes);
+        let result = store.write(|tx| {
+            for (i, (_, finished)) in unrecorded.iter().enumerate() {
+                match tx.finish_command(finished) {
+                    Ok(_) => recorded.push(i),
+                    // A refused statement leaves the transaction open: the others still go in.
+                    Err(e) if !tx.rolled_back() => refused = Some(e),
+                    Err(e) => return Err(e),
                 }
-            } else {
-                tracing::info!(
-                    agent = poke.agent.id.as_str(),
-                    misses = poke.agent.consecutive_misses,
-                    interval = %format_duration(poke.agent.current_interval_ms),
-                    outcome = "sent",
-                    "poke"
-                );
             }
+            if stopping {
+                return Ok(());
+            }
+            tx.savepoint("pass")?;
+            let due = tx.due(now, GROUP_COMMIT)?;
+            report.deferred = due.agents.len() + due.unreadable.len() == GROUP_COMMIT;
+            unreadable = due.unreadable;
+            for mut agent in due.agents {
+                if in_flight.contains(&agent.id) {
+                    continue;
+                }
+                let s = &agent.settings;
+                if s.activity_cmd.is_some() || s.only_if.is_some() {
+                    if free == 0 {
+                        report.deferred = true;
+                    } else {
+                        free -= 1;
+                        prepared.push(agent);
+                    }
+                    continue;
+                }
+                if s.command.is_some() && free == 0 {
+                    report.deferred = true;
+                    continue;
+                }
+                if let Some(path) = agent.settings.heartbeat_file.clone()
+                    && let Some(mtime) = heartbeats.mtime(&agent.id, &path)
+                {
+                    let reading = tx.read_source(&mut agent, Source::HeartbeatFile, mtime, now, draw)?;
+                    if let Reading::Activity(_) = reading {
+                        report.heartbeats += 1;
+                        tracing::debug!(agent = agent.id.as_str(), "activity from heartbeat file");
+                    }
+                    if agent.next_due_at.is_none_or(|due| due > now) {
+                        continue;
+                    }
+                }
+                if tx.in_flight(&agent.id)? {
+                    continue;
+                }
+                let decision = rules::decide(&agent, now, allow_misses, false, &mut tx.ladder(&agent))?;
+                let poke = tx.begin(&mut agent, &decision, now, draw, None)?;
+                report.started(&poke);
+                if poke.command.is_some() {
+                    free -= 1;
+                    started.push(poke);
+                } else {
+                    log_sent(&poke);
+                }
+            }
+            if stop.load(Ordering::SeqCst) {
+                // A signal arrived during the pass: none of its transitions is committed.
+                tx.rollback_to("pass")?;
+                started.clear();
+                prepared.clear();
+                report = PassReport::default();
+            } else {
+                tx.release("pass")?;
+                if record_pass {
+                    tx.record_pass(now)?;
+                }
+            }
+            Ok(())
+        });
+        for row in unreadable {
+            if self.unreadable.insert(row.id.clone()) {
+                tracing::error!(agent = row.id.as_str(), error = %row.reason, "cannot read this agent's row; it is not poked until it is fixed");
+            }
+        }
+        result?;
+        self.recorded(&recorded, refused);
+        report.unrecorded = self.unrecorded.len();
+        for poke in started {
+            self.in_flight.insert(poke.agent.id.clone());
+            self.send(Job::Run(poke));
+        }
+        for agent in prepared {
+            self.in_flight.insert(agent.id.clone());
+            self.send(Job::Prepare {
+                agent,
+                allow_miss: allow_misses,
+            });
         }
         Ok(report)
     }
 
-    /// How many commands are running.
+    /// Forgets the outcomes at `recorded` (committed), and notes whether writing them fails.
+    fn recorded(&mut self, recorded: &[usize], refused: Option<Error>) {
+        let mut i = 0;
+        self.unrecorded.retain(|(agent, _)| {
+            let keep = !recorded.contains(&i);
+            if !keep {
+                self.in_flight.remove(agent);
+            }
+            i += 1;
+            keep
+        });
+        match refused {
+            Some(e) if !self.recording_failed => {
+                self.recording_failed = true;
+                tracing::error!(error = %e, waiting = self.unrecorded.len(), "cannot record a command's outcome yet; retrying until it is");
+            }
+            None if self.recording_failed && self.unrecorded.is_empty() => {
+                self.recording_failed = false;
+                tracing::info!("the outcomes that could not be recorded are recorded now");
+            }
+            _ => {}
+        }
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // The workers live as long as the scheduler, so the queue is open.
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// Makes each pass record its time in the `daemon` row, in its own transaction.
+    pub fn record_passes(&mut self) {
+        self.record_passes = true;
+    }
+
+    /// How many agents have a command running or an outcome not yet recorded.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
-    /// Waits until a command finishes or `deadline` passes; returns whether one finished.
+    /// What the workers committed for agents with a probe or a gate.
+    pub fn worker_report(&self) -> &PassReport {
+        &self.workers
+    }
+
+    /// Waits until a job finishes or `deadline` passes; returns whether one finished.
     pub fn wait_for_done(&mut self, deadline: Instant) -> bool {
         let timeout = deadline.saturating_duration_since(Instant::now());
         match self.done.recv_timeout(timeout) {
             Ok(done) => {
-                self.in_flight.remove(&done.agent_id);
+                self.handle(done);
                 self.collect_done();
                 true
             }
@@ -205,110 +391,160 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Waits for every command in flight.
-    pub fn wait_idle(&mut self) {
-        while !self.in_flight.is_empty() {
-            match self.done.recv() {
-                Ok(done) => {
-                    self.in_flight.remove(&done.agent_id);
-                }
-                Err(_) => break,
+    fn collect_done(&mut self) {
+        while let Ok(done) = self.done.try_recv() {
+            self.handle(done);
+        }
+    }
+
+    fn handle(&mut self, done: Done) {
+        self.workers.add(&done.report);
+        match done.finished {
+            Some(finished) => self.unrecorded.push((done.agent, finished)),
+            None => {
+                self.in_flight.remove(&done.agent);
             }
         }
     }
 
-    fn collect_done(&mut self) {
-        while let Ok(done) = self.done.try_recv() {
-            self.in_flight.remove(&done.agent_id);
+    /// Writes the outcomes waiting to be recorded, in one transaction.
+    fn record_outcomes(&mut self) -> Result<()> {
+        if self.unrecorded.is_empty() {
+            return Ok(());
         }
+        let mut recorded = Vec::new();
+        let mut refused = None;
+        let unrecorded = &self.unrecorded;
+        self.store.write(|tx| {
+            for (i, (_, finished)) in unrecorded.iter().enumerate() {
+                match tx.finish_command(finished) {
+                    Ok(_) => recorded.push(i),
+                    Err(e) if !tx.rolled_back() => refused = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+        self.recorded(&recorded, refused);
+        Ok(())
     }
 
-    /// Checks an agent's heartbeat file and records newer activity. Returns whether it did.
-    fn read_heartbeat(&self, agent: &Agent) -> Result<bool> {
-        let Some(path) = &agent.settings.heartbeat_file else {
-            return Ok(false);
-        };
-        let Some(mtime) = self.heartbeats.mtime(&agent.id, path) else {
-            return Ok(false);
-        };
-        let now = self.clock.now();
-        if agent.last_activity_at.is_some_and(|last| mtime.min(now) <= last) {
-            return Ok(false);
+    /// Waits for every job in flight and records every outcome, retrying a refused outcome
+    /// until it is recorded; after `cancel` (a second signal) a refused outcome is given up
+    /// after a few more tries (it stays `pending`, and the next daemon records it
+    /// `interrupted`).
+    fn finish(&mut self, cancel: &AtomicBool) {
+        let mut delay = Duration::from_millis(100);
+        let mut tries_after_cancel = 0;
+        loop {
+            self.collect_done();
+            match self.record_outcomes() {
+                Ok(()) if self.unrecorded.is_empty() => delay = Duration::from_millis(100),
+                Ok(()) => {}
+                Err(e) if !self.recording_failed => {
+                    self.recording_failed = true;
+                    tracing::error!(error = %e, "cannot record the outcomes of the commands in flight yet; retrying");
+                }
+                Err(_) => {}
+            }
+            let jobs_left = self.in_flight.len() > self.unrecorded.len();
+            if !jobs_left && self.unrecorded.is_empty() {
+                return;
+            }
+            if !jobs_left && cancel.load(Ordering::SeqCst) {
+                tries_after_cancel += 1;
+                if tries_after_cancel > 5 {
+                    tracing::error!(
+                        outcomes = self.unrecorded.len(),
+                        "gave up recording outcomes after the second signal; the next daemon records them interrupted"
+                    );
+                    return;
+                }
+            }
+            let wait = if self.unrecorded.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                delay = (delay * 2).min(Duration::from_secs(5));
+                delay
+            };
+            self.wait_for_done(Instant::now() + wait);
         }
-        self.store.record_heartbeat(&agent.id, mtime, now, self.draw)?;
-        tracing::debug!(agent = agent.id.as_str(), "activity from heartbeat file");
-        Ok(true)
     }
 }
 
-/// The extra environment of a poke's command. `POKED_DB` lets the command record activity
-/// with a plain `poked activity "$POKED_AGENT"`.
-pub fn command_env(store: &Store, poke: &PokeStarted) -> Vec<(String, String)> {
-    vec![
-        ("POKED_AGENT".into(), poke.agent.id.clone()),
-        ("POKED_MISSES".into(), poke.agent.consecutive_misses.to_string()),
-        (
-            "POKED_INTERVAL_MS".into(),
-            poke.agent.current_interval_ms.to_string(),
-        ),
-        ("POKED_POKE_ID".into(), poke.log_id.to_string()),
-        ("POKED_DB".into(), store.path().display().to_string()),
-    ]
+/// The extra environment of an agent's commands (SPEC §6, §7.3). `POKED_DB` lets a command
+/// record activity with a plain `poked activity "$POKED_AGENT"`; it is the database path as
+/// given, byte for byte.
+pub(super) fn command_env(store: &Store, agent: &Agent, poke: Option<&Started>) -> Vec<(String, OsString)> {
+    let mut env = vec![
+        ("POKED_AGENT".to_string(), OsString::from(agent.id.as_str())),
+        ("POKED_MISSES".to_string(), agent.consecutive_misses.to_string().into()),
+        ("POKED_INTERVAL_MS".to_string(), agent.current_interval_ms.to_string().into()),
+        ("POKED_DB".to_string(), store.path().as_os_str().to_owned()),
+    ];
+    if let Some(poke) = poke {
+        env.push(("POKED_POKE_ID".to_string(), poke.log_id.to_string().into()));
+        if let Some(rung) = poke.rung {
+            env.push(("POKED_RUNG".to_string(), rung.to_string().into()));
+        }
+    }
+    env
 }
 
-/// Runs one poke's command (`argv`) and records its outcome on the poke's log row.
-fn carry_out(store: &Store, poke: &PokeStarted, argv: &[String], options: &PassOptions, cancel: &AtomicBool) {
-    let env = command_env(store, poke);
-    let mut record_pgid = |pid: u32| {
-        if let Err(e) = store.set_poke_pgid(poke.log_id, pid) {
-            tracing::warn!(agent = poke.agent.id.as_str(), error = %e, "could not record the command's process group");
-        }
+/// Runs a committed poke's or escalation's command and says how it ended.
+pub(super) fn carry_out(shared: &Shared<'_>, poke: &Started) -> Finished {
+    let Some(argv) = &poke.command else {
+        // Pokes without a command are `sent` when committed; nothing runs.
+        return finished(poke.log_id, &CommandResult {
+            outcome: Outcome::Sent,
+            exit_code: None,
+            duration_ms: 0,
+            detail: None,
+            stdout: Vec::new(),
+        });
     };
+    let env = command_env(shared.store, &poke.agent, Some(poke));
     let result = run_command(
         argv,
         &env,
-        options.command_timeout,
-        options.grace,
-        cancel,
-        &mut record_pgid,
+        shared.options.command_timeout,
+        shared.options.grace,
+        shared.cancel,
+        &mut |_| {},
     );
     tracing::info!(
         agent = poke.agent.id.as_str(),
         misses = poke.agent.consecutive_misses,
         interval = %format_duration(poke.agent.current_interval_ms),
+        rung = poke.rung,
         outcome = result.outcome.as_str(),
         duration_ms = result.duration_ms,
-        "poke"
+        "{}",
+        poke.kind
     );
-    record_outcome(store, poke, &result);
+    finished(poke.log_id, &result)
 }
 
-/// Records a command's outcome, retrying while the database is busy, full or read-only; a
-/// poke whose outcome cannot be recorded stays `pending` and becomes `interrupted` when the
-/// next daemon starts.
-fn record_outcome(store: &Store, poke: &PokeStarted, result: &CommandResult) {
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=8 {
-        let recorded = store.finish_poke(
-            poke.log_id,
-            result.outcome.as_str(),
-            result.exit_code,
-            result.duration_ms,
-            result.detail.as_deref(),
-        );
-        match recorded {
-            Ok(()) => return,
-            Err(e) if is_transient(&e) && attempt < 8 => {
-                tracing::warn!(agent = poke.agent.id.as_str(), error = %e, "cannot record a poke's outcome yet; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                tracing::error!(agent = poke.agent.id.as_str(), error = %e, "could not record a poke's outcome");
-                return;
-            }
-        }
+/// The outcome of a command, for its row.
+pub(super) fn finished(log_id: i64, result: &CommandResult) -> Finished {
+    Finished {
+        log_id,
+        outcome: result.outcome,
+        exit_code: result.exit_code,
+        duration_ms: result.duration_ms,
+        detail: result.detail.clone(),
     }
+}
+
+/// Logs a poke that had no command to run.
+pub(super) fn log_sent(poke: &Started) {
+    tracing::info!(
+        agent = poke.agent.id.as_str(),
+        misses = poke.agent.consecutive_misses,
+        interval = %format_duration(poke.agent.current_interval_ms),
+        outcome = "sent",
+        "poke"
+    );
 }
 
 /// Errors that may go away on their own: a busy lock, a full disk, a read-only file.
@@ -316,26 +552,34 @@ pub fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Busy(_) | Error::DiskFull(_) | Error::ReadOnly { .. })
 }
 
-/// Does everything due now and waits for the outcomes (`poked run --once`).
+/// Does everything due now and waits for the outcomes (`poked run --once`). `stop` (SIGTERM or
+/// SIGINT) ends it early: nothing more is committed or started, and what runs is recorded.
 pub fn run_pass(
     store: &Store,
     clock: &dyn Clock,
     draw: &dyn Draw,
     options: &PassOptions,
+    stop: &AtomicBool,
     cancel: &AtomicBool,
 ) -> Result<PassReport> {
     let now = clock.now();
-    with_scheduler(store, clock, draw, options, cancel, |scheduler| {
+    with_scheduler(store, clock, draw, options, stop, cancel, |scheduler| {
         let mut total = PassReport::default();
         loop {
             let report = scheduler.pass(now, true)?;
             total.add(&report);
-            if !report.deferred {
-                return Ok(total);
+            if stop.load(Ordering::SeqCst) || !report.deferred {
+                break;
             }
             if report.pokes == 0 && !scheduler.wait_for_done(Instant::now() + Duration::from_secs(3600)) {
-                return Ok(total);
+                break;
             }
         }
+        // The prepared agents' transitions are committed by the workers: wait for them.
+        while scheduler.in_flight() > scheduler.unrecorded.len() {
+            scheduler.wait_for_done(Instant::now() + Duration::from_secs(3600));
+        }
+        total.add(scheduler.worker_report());
+        Ok(total)
     })
 }

@@ -1,12 +1,14 @@
 //! Start-up recovery: pokes a dead daemon left `pending`, and their commands.
 //!
-//! A daemon killed while a command ran leaves its poke `pending`. The next daemon marks each
-//! such poke `interrupted` (the agent is then not poked again before its next due time: a poke
-//! is sent at most once) and stops the command's process group if it is still alive. The
-//! commands are found by what poked puts in every command's environment, `POKED_POKE_ID` and
-//! `POKED_DB`, not by the process group recorded in the log: the daemon may have died between
-//! starting a command and recording its group, and a recorded group id may since have been
-//! reused by an unrelated process (after a reboot, say).
+//! A daemon killed while a command ran leaves its poke (or escalation) `pending`. The next
+//! daemon marks each such row `interrupted` (the agent is then not poked again before its next
+//! due time, and an interrupted rung is not run again in its streak: a poke is sent at most
+//! once) and stops the command's process group if it is still alive. The commands are found by
+//! what poked puts in every command's environment, `POKED_POKE_ID` and `POKED_DB`, compared by
+//! the file `POKED_DB` names (so a command started through another path to the same file is
+//! found too), not by a process group recorded anywhere: a group id may since have been reused
+//! by an unrelated process (after a reboot, say). Recovery runs only under the daemon lock, so
+//! it never touches the pokes of another live daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -21,18 +23,21 @@ pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
     if pending.is_empty() {
         return Ok(0);
     }
-    let db = store.path().display().to_string();
-    let wanted: BTreeSet<i64> = pending.iter().map(|(log_id, _, _)| *log_id).collect();
-    let groups = leftover_groups(&db, &wanted);
-    for (log_id, agent_id, _) in &pending {
+    let Some(db) = file_id(store.path()) else {
+        return Ok(pending.len());
+    };
+    let wanted: BTreeSet<i64> = pending.iter().map(|p| p.log_id).collect();
+    let groups = leftover_groups(db, &wanted);
+    for p in &pending {
         tracing::warn!(
-            agent = agent_id.as_str(),
-            poke = log_id,
-            "poke left pending by a stopped daemon: recorded as interrupted"
+            agent = p.agent_id.as_str(),
+            poke = p.log_id,
+            kind = p.kind.as_str(),
+            "left pending by a stopped daemon: recorded as interrupted"
         );
-        for &pgid in groups.get(log_id).into_iter().flatten() {
+        for &pgid in groups.get(&p.log_id).into_iter().flatten() {
             tracing::warn!(
-                agent = agent_id.as_str(),
+                agent = p.agent_id.as_str(),
                 pgid,
                 "stopping the leftover command of an interrupted poke"
             );
@@ -42,9 +47,16 @@ pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
     Ok(pending.len())
 }
 
+/// A file's identity: device and inode.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
 /// The process groups of live processes whose environment names one of `pokes` of the
-/// database `db`, by poke: one pass over /proc.
-fn leftover_groups(db: &str, pokes: &BTreeSet<i64>) -> BTreeMap<i64, BTreeSet<i32>> {
+/// database file `db`, by poke: one pass over /proc.
+fn leftover_groups(db: (u64, u64), pokes: &BTreeSet<i64>) -> BTreeMap<i64, BTreeSet<i32>> {
     let mut groups: BTreeMap<i64, BTreeSet<i32>> = BTreeMap::new();
     for pid in all_pids() {
         if is_zombie(pid) {
@@ -74,8 +86,10 @@ fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-/// The poke a process runs for, if its environment says it runs one for the database `db`.
-fn poke_of(pid: i32, db: &str) -> Option<i64> {
+/// The poke a process runs for, if its environment says it runs one for the database file
+/// `db`.
+fn poke_of(pid: i32, db: (u64, u64)) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let mut poke = None;
     let mut same_db = false;
@@ -83,7 +97,14 @@ fn poke_of(pid: i32, db: &str) -> Option<i64> {
         if let Some(value) = var.strip_prefix(b"POKED_POKE_ID=") {
             poke = std::str::from_utf8(value).ok()?.parse().ok();
         } else if let Some(value) = var.strip_prefix(b"POKED_DB=") {
-            same_db = value == db.as_bytes();
+            // A relative POKED_DB is relative to the command's own working directory.
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(value));
+            let path = if path.is_relative() {
+                std::path::PathBuf::from(format!("/proc/{pid}/cwd")).join(path)
+            } else {
+                path.to_path_buf()
+            };
+            same_db = file_id(&path) == Some(db);
         }
     }
     poke.filter(|_| same_db)

@@ -2,13 +2,15 @@
 //!
 //! # Life
 //!
-//! The daemon takes the database's lock ([`super::lock`]), recovers the pokes a dead daemon
-//! left `pending` ([`super::recover`]), moves stored instants that lie in the future back to now,
-//! records itself in the `daemon` row, and then loops: one pass ([`Scheduler::pass`]) for
-//! everything due, then sleep until the earliest `next_due_at`. On SIGTERM or SIGINT it starts
-//! no new poke, waits for the commands in flight (each bounded by `--command-timeout`), records
-//! them, checkpoints the WAL and exits 0; a second signal stops the commands in flight (recorded
-//! `interrupted`) and exits promptly.
+//! The daemon takes the database file's lock ([`super::lock`]), recovers the pokes a dead daemon
+//! left `pending` ([`super::recover`]), moves stored instants that lie in the future back to now
+//! (each correction a logged transition, and never under a fixed clock), records itself in the
+//! `daemon` row, and then loops: one pass ([`Scheduler::pass`]) for everything due, then sleep
+//! until the earliest `next_due_at`. When [`Shutdown::stop`] is called (by SIGTERM or SIGINT,
+//! when the embedder opts into [`Shutdown::on_signals`]), it commits no further poke and starts
+//! no further command, even in the middle of a pass, waits for the commands in flight (each
+//! bounded by `--command-timeout`), records them, checkpoints the WAL and returns; a second stop
+//! also stops the commands in flight (recorded `interrupted`).
 //!
 //! # Time
 //!
@@ -50,12 +52,12 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// A difference between wall and monotonic time larger than this is a clock jump.
 const JUMP: i64 = 30_000;
 /// How far ahead of the daemon's `now` a stored instant may lie before it counts as written
-/// by a clock that was later set back. The clamp reads `now` before it waits for the write
-/// lock, so a transition another process commits meanwhile carries a slightly later time; it
-/// is the truth, not a clock error, and must not be rewritten (the reliability suite's kill
-/// loop caught activity times moved back a few milliseconds, out of step with their log rows).
-/// It also delays every agent by as much after the clock is set back, so it is kept small:
-/// 250 ms is still far longer than any poked write holds the lock.
+/// by a clock that was later set back. The correction reads `now` before it waits for the
+/// write lock, so a transition another process commits meanwhile carries a slightly later
+/// time; it is the truth, not a clock error, and must not be rewritten (the reliability suite's
+/// kill loop caught activity times moved back a few milliseconds, out of step with their log
+/// rows). It also delays every agent by as much after the clock is set back, so it is kept
+/// small: 250 ms is still far longer than any poked write holds the lock.
 const FUTURE_SLACK: i64 = 250;
 /// How often an idle daemon refreshes its `last_pass_at` and checkpoints the WAL.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
@@ -77,26 +79,95 @@ pub struct DaemonOptions {
     pub once: bool,
 }
 
-/// Runs the daemon (or one pass with `once`) until SIGINT or SIGTERM asks it to stop.
+/// How a running daemon is asked to stop. The first [`Shutdown::stop`] ends it after the
+/// commands in flight; a second one also stops those commands.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    stop: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Shutdown {
+    /// A shutdown not yet asked for.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Asks the daemon to stop; asked again, to stop its commands in flight too.
+    pub fn stop(&self) {
+        if self.stop.swap(true, Ordering::SeqCst) {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Lets SIGINT and SIGTERM call [`Shutdown::stop`] for as long as the guard lives (the
+    /// handler thread only sets flags; the loop finishes what it started).
+    pub fn on_signals(&self) -> Result<SignalGuard> {
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|source| Error::Io {
+            path: "signal handlers".into(),
+            source,
+        })?;
+        let handle = signals.handle();
+        let shutdown = self.clone();
+        let thread = std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if shutdown.is_stopping() {
+                    tracing::warn!(signal, "second signal: stopping the commands in flight");
+                } else {
+                    tracing::info!(signal, "stopping: no new pokes; waiting for those in flight");
+                }
+                shutdown.stop();
+            }
+        });
+        Ok(SignalGuard {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Signal handling installed by [`Shutdown::on_signals`]; dropping it uninstalls it.
+pub struct SignalGuard {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs the daemon (or one pass with `options.once`) until `shutdown` asks it to stop.
+///
+/// ```no_run
+/// use poked::clock::SystemClock;
+/// use poked::daemon::{DaemonOptions, Shutdown, serve};
+/// use poked::random::SystemDraw;
+/// use poked::store::{OpenOptions, Store};
+///
+/// let store = Store::open("poked.db".as_ref(), OpenOptions { create: true, connections: 8, ..OpenOptions::default() })?;
+/// let shutdown = Shutdown::new();
+/// let _signals = shutdown.on_signals()?; // opt in: SIGINT/SIGTERM stop it
+/// serve(&store, &SystemClock, &SystemDraw::default(), &DaemonOptions::default(), &shutdown)?;
+/// # Ok::<(), poked::Error>(())
+/// ```
 pub fn serve(
     store: &Store,
     clock: &dyn Clock,
     draw: &dyn Draw,
     options: &DaemonOptions,
-) -> Result<PassReport> {
-    serve_until(store, clock, draw, options, Arc::new(AtomicBool::new(false)))
-}
-
-/// Like [`serve`], and it also stops when `stop` is set (the demo stops its daemon this way).
-pub fn serve_until(
-    store: &Store,
-    clock: &dyn Clock,
-    draw: &dyn Draw,
-    options: &DaemonOptions,
-    stop: Arc<AtomicBool>,
+    shutdown: &Shutdown,
 ) -> Result<PassReport> {
     let _lock = lock::acquire(store.path())?;
-    let signals = SignalFlags::install(stop)?;
     let recovered = recover::recover(store, options.pass.grace)?;
     if recovered > 0 {
         tracing::warn!(
@@ -104,26 +175,21 @@ pub fn serve_until(
             "recovered pokes left pending by a stopped daemon"
         );
     }
-    let clamped = store.clamp_future(clock.now().saturating_add(FUTURE_SLACK))?;
-    if clamped > 0 {
-        tracing::warn!(
-            agents = clamped,
-            "times in the future (was the clock set back?) were moved to now"
-        );
-    }
+    correct_future(store, clock, clock.now())?;
+    let (stop, cancel) = (&*shutdown.stop, &*shutdown.cancel);
     if options.once {
-        return run_pass(store, clock, draw, &options.pass, &signals.cancel);
+        return run_pass(store, clock, draw, &options.pass, stop, cancel);
     }
     store.daemon_started(std::process::id(), env!("CARGO_PKG_VERSION"), clock.now())?;
     tracing::info!(db = %store.path().display(), pid = std::process::id(), "poked daemon started");
     let watcher = store.watcher()?;
-    let result = with_scheduler(store, clock, draw, &options.pass, &signals.cancel, |scheduler| {
+    let result = with_scheduler(store, clock, draw, &options.pass, stop, cancel, |scheduler| {
         let mut daemon = Daemon {
             store,
             clock,
             options,
             watcher: &watcher,
-            stop: &signals.stop,
+            stop,
             total: PassReport::default(),
             wall: clock.now(),
             mono: Instant::now(),
@@ -132,6 +198,7 @@ pub fn serve_until(
             failing: None,
             wal_looked: None,
         };
+        scheduler.record_passes();
         let result = daemon.run(scheduler);
         if result.is_ok() && scheduler.in_flight() > 0 {
             tracing::info!(
@@ -154,50 +221,16 @@ pub fn serve_until(
     result
 }
 
-/// SIGINT/SIGTERM set `stop`; a second one also sets `cancel`. The handler thread only sets
-/// flags; the loop finishes what it started.
-struct SignalFlags {
-    stop: Arc<AtomicBool>,
-    cancel: Arc<AtomicBool>,
-    handle: signal_hook::iterator::Handle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SignalFlags {
-    fn install(stop: Arc<AtomicBool>) -> Result<SignalFlags> {
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|source| Error::Io {
-            path: "signal handlers".into(),
-            source,
-        })?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let handle = signals.handle();
-        let (stop_flag, cancel_flag) = (Arc::clone(&stop), Arc::clone(&cancel));
-        let thread = std::thread::spawn(move || {
-            for signal in signals.forever() {
-                if stop_flag.swap(true, Ordering::SeqCst) {
-                    tracing::warn!(signal, "second signal: stopping the commands in flight");
-                    cancel_flag.store(true, Ordering::SeqCst);
-                } else {
-                    tracing::info!(signal, "stopping: no new pokes; waiting for those in flight");
-                }
-            }
-        });
-        Ok(SignalFlags {
-            stop,
-            cancel,
-            handle,
-            thread: Some(thread),
-        })
+/// Moves stored instants that lie in the future back to now, each a logged transition, and
+/// only on a clock that follows real time (a what-if never changes real data).
+fn correct_future(store: &Store, clock: &dyn Clock, now: Millis) -> Result<()> {
+    if !clock.is_real() {
+        return Ok(());
     }
-}
-
-impl Drop for SignalFlags {
-    fn drop(&mut self) {
-        self.handle.close();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    for c in store.correct_future(now, FUTURE_SLACK)? {
+        tracing::warn!(agent = c.agent_id.as_str(), detail = c.detail.as_str(), "times in the future (was the clock set back?) were moved to now");
     }
+    Ok(())
 }
 
 /// The loop's state.
@@ -241,12 +274,15 @@ impl Daemon<'_> {
             if self.failing.take().is_some() {
                 tracing::info!("the database is available again");
             }
-            // Our own commits must not wake us: only changes made after this pass count.
-            let seen = if report.pokes > 0 || report.heartbeats > 0 {
-                self.watcher.data_version()?
-            } else {
-                version
-            };
+            // Any commit since the pass began wakes us again, ours included: the watcher cannot
+            // tell ours from another process's, and a change made during the pass must not wait
+            // for the next due time. The pass after ours finds nothing to do and commits nothing.
+            let seen = version;
+            if report.unrecorded > 0 {
+                // Outcomes the database refused: try again soon, whatever is due.
+                self.sleep(scheduler, Instant::now() + Duration::from_secs(1), Some(seen))?;
+                continue;
+            }
             if report.deferred {
                 if scheduler.in_flight() >= self.options.pass.concurrency {
                     self.sleep(scheduler, Instant::now() + POLL, Some(seen))?;
@@ -273,14 +309,13 @@ impl Daemon<'_> {
         let now = self.clock.now();
         let allow_misses = self.check_clock(now)?;
         let report = scheduler.pass(now, allow_misses)?;
-        self.total.pokes += report.pokes;
-        self.total.misses += report.misses;
+        self.total.add(&report);
+        // The pass recorded its time in its own transaction; an idle daemon refreshes it (and
+        // checkpoints the WAL) about once a minute.
         let idle_long = self.last_record.is_none_or(|at| at.elapsed() >= HOUSEKEEPING);
-        if report.pokes > 0 || idle_long {
+        if idle_long {
             self.store.daemon_pass(now)?;
-            if idle_long {
-                self.store.checkpoint(false)?;
-            }
+            self.store.checkpoint(false)?;
             self.last_record = Some(Instant::now());
         }
         if let Some(retain) = self.options.retain_ms
@@ -311,13 +346,8 @@ impl Daemon<'_> {
             return Ok(false);
         }
         if mono_ms.saturating_sub(wall_ms) > JUMP {
-            let clamped = self.store.clamp_future(now.saturating_add(FUTURE_SLACK))?;
-            if clamped > 0 {
-                tracing::warn!(
-                    agents = clamped,
-                    "the wall clock was set back: times in the future were moved to now"
-                );
-            }
+            tracing::warn!("the wall clock was set back");
+            correct_future(self.store, self.clock, now)?;
         }
         Ok(true)
     }

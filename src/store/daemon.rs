@@ -2,10 +2,11 @@
 //!
 //! The `daemon` table holds one row: the running (or last) daemon's pid, version, start time,
 //! last pass and stop time, so `poked status` can tell whether one is alive and how recently it
-//! worked. These writes are bookkeeping, not agent transitions, so they append no log row.
+//! worked. These writes are bookkeeping, not agent transitions, so they append no log row. A
+//! correction of instants left in the future by a clock set back is a transition, and is
+//! logged ([`Store::correct_future`]).
 
-use rusqlite::OptionalExtension;
-use rusqlite::params;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Store;
 use crate::clock::Millis;
@@ -21,9 +22,9 @@ pub struct DaemonRecord {
     pub stopped_at: Option<Millis>,
 }
 
-/// A connection kept by the daemon to notice commits by anyone, itself included.
+/// A connection of its own that notices commits by anyone, its own process included.
 pub struct Watcher {
-    conn: r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager>,
+    conn: Connection,
 }
 
 impl Watcher {
@@ -34,11 +35,29 @@ impl Watcher {
     }
 }
 
+/// An agent whose stored instants lay in the future and were moved to now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correction {
+    pub agent_id: String,
+    /// What moved from what, as logged.
+    pub detail: String,
+}
+
+impl super::Tx<'_> {
+    /// Records the time of the daemon's latest pass, inside the pass's own transaction.
+    pub fn record_pass(&self, now: Millis) -> Result<()> {
+        self.conn()
+            .prepare_cached("UPDATE daemon SET last_pass_at = ?1 WHERE singleton = 1")?
+            .execute([now])?;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Records that a daemon started.
     pub fn daemon_started(&self, pid: u32, version: &str, now: Millis) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            tx.conn().execute(
                 "INSERT OR REPLACE INTO daemon (singleton, pid, version, started_at, last_pass_at, stopped_at)
                  VALUES (1, ?1, ?2, ?3, NULL, NULL)",
                 params![pid, version, now],
@@ -49,17 +68,14 @@ impl Store {
 
     /// Records the time of the daemon's latest pass.
     pub fn daemon_pass(&self, now: Millis) -> Result<()> {
-        self.write(|tx| {
-            tx.prepare_cached("UPDATE daemon SET last_pass_at = ?1 WHERE singleton = 1")?
-                .execute([now])?;
-            Ok(())
-        })
+        self.write(|tx| tx.record_pass(now))
     }
 
     /// Records that the daemon stopped cleanly.
     pub fn daemon_stopped(&self, now: Millis) -> Result<()> {
         self.write(|tx| {
-            tx.execute("UPDATE daemon SET stopped_at = ?1 WHERE singleton = 1", [now])?;
+            tx.conn()
+                .execute("UPDATE daemon SET stopped_at = ?1 WHERE singleton = 1", [now])?;
             Ok(())
         })
     }
@@ -94,20 +110,34 @@ impl Store {
         })
     }
 
-    /// Moves every stored instant that lies after `now` back to `now`: after the wall clock was
-    /// set back, a last poke or activity "in the future" must not keep an agent fresh or
-    /// undue for the length of the jump (SPEC §3). Returns how many agents were corrected.
-    /// A clock correction, not a backoff transition: no log row.
-    pub fn clamp_future(&self, now: Millis) -> Result<usize> {
+    /// Moves every stored instant that lies more than `slack` after `now` back to `now` (a
+    /// hold: past any hold poked could have set), each agent's correction one logged `updated`
+    /// transition saying what moved from what (SPEC §3): after the wall clock was set back, an
+    /// instant "in the future" must not keep an agent fresh or undue for the length of the
+    /// jump.
+    pub fn correct_future(&self, now: Millis, slack: Millis) -> Result<Vec<Correction>> {
         self.write(|tx| {
-            Ok(tx.execute(
-                "UPDATE agents SET
-                     last_poke_at = min(last_poke_at, ?1),
-                     last_activity_at = min(last_activity_at, ?1),
-                     created_at = min(created_at, ?1)
-                 WHERE last_poke_at > ?1 OR last_activity_at > ?1 OR created_at > ?1",
-                [now],
-            )?)
+            let ids: Vec<String> = {
+                let mut stmt = tx.conn().prepare_cached(
+                    "SELECT id FROM agents
+                     WHERE last_poke_at > ?1 OR last_activity_at > ?1 OR created_at > ?1
+                        OR held_until_at > ?1 + max(grace_ms, max_interval_ms)",
+                )?;
+                let rows = stmt.query_map([now.saturating_add(slack)], |row| row.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                let Ok(id) = crate::agent::AgentId::parse(&id) else { continue };
+                let mut agent = tx.agent(&id)?;
+                if let Some(detail) = tx.correct_future(&mut agent, now, slack)? {
+                    out.push(Correction {
+                        agent_id: id.to_string(),
+                        detail,
+                    });
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -125,8 +155,10 @@ impl Store {
         })
     }
 
-    /// A connection of its own for noticing changes; it holds one pool slot for its life.
+    /// A connection of its own for noticing changes.
     pub fn watcher(&self) -> Result<Watcher> {
-        Ok(Watcher { conn: self.conn()? })
+        Ok(Watcher {
+            conn: self.spec.connect()?,
+        })
     }
 }

@@ -1,28 +1,30 @@
 //! Bulk writes and reads for `poked import` and `poked export`.
 //!
 //! An import arrives in batches of already validated agents; each batch is one `BEGIN IMMEDIATE`
-//! transaction that inserts every agent row with all of its state and appends one log row per
-//! agent, so the log agrees with the agents table exactly as it does after `poked add`: the
-//! row's `interval_ms` and `consecutive_misses` are the agent's. The row is `added` also when the
-//! agent replaced an existing one (`--replace`): its whole state starts again from the line, as
-//! after `add`, and the row's detail says it was a replacement; the earlier history stays. Any
-//! failure rolls the whole batch back.
+//! transaction that inserts every agent row with all of its state and its rungs, and appends one
+//! log row per agent, so the log agrees with the agents table exactly as it does after `poked
+//! add`: the row's `interval_ms` and `consecutive_misses` are the agent's. The row is `added`
+//! also when the agent replaced an existing one (`--replace`): its whole state starts again from
+//! the line, as after `add`, and the row's detail says it was a replacement; the earlier history
+//! stays. Any failure rolls the whole batch back.
 //!
 //! The statements are prepared once per connection (`prepare_cached`) and each agent costs two
-//! inserts: nothing is read back inside the transaction. A duplicate id is found by the primary
-//! key itself rather than by a lookup before each insert.
+//! inserts (and one per rung): nothing is read back inside the transaction. A duplicate id is
+//! found by the primary key itself rather than by a lookup before each insert.
 //!
 //! An export reads every agent in one statement, so it sees one consistent snapshot, and hands
 //! the agents over one at a time instead of collecting a million of them in memory.
 
-use rusqlite::{Statement, Transaction, params};
+use rusqlite::{Connection, params};
 
 use super::Store;
-use super::queries::{AGENT_COLUMNS, agent_from_row};
-use crate::agent::{Agent, Settings};
+use super::queries::rungs;
+use super::rows::{AGENT_COLUMNS, agent_from_row, opt_argv_json};
+use super::transitions::insert_rungs;
+use crate::agent::{Agent, AgentRecord, Rung, Settings};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
-use crate::units::format_duration;
+use crate::log::Kind;
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,41 +46,97 @@ pub struct BatchFailure {
 const INSERT_AGENT: &str =
     "INSERT INTO agents (id, strategy, base_interval_ms, max_interval_ms, factor, jitter,
          fresh_ms, very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at,
-         last_activity_at, paused, command, heartbeat_file, created_at, updated_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+         last_activity_at, paused, command, heartbeat_file, created_at, updated_at, activity_cmd,
+         echo_ms, only_if, grace_ms, escalate_limit, escalate_window_ms, held_until_at,
+         heartbeat_seen_at, probe_seen_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+             ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
 
 const INSERT_LOG: &str = "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, detail)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
+/// Inserts an agent row with all of its columns; an id that exists is [`Error::AgentExists`].
+pub(super) fn insert_agent(conn: &Connection, agent: &Agent) -> Result<()> {
+    let s = &agent.settings;
+    let inserted = conn.prepare_cached(INSERT_AGENT)?.execute(params![
+        agent.id.as_str(),
+        s.strategy.as_str(),
+        s.base_interval_ms,
+        s.max_interval_ms,
+        s.factor,
+        s.jitter,
+        s.fresh_ms,
+        s.very_stale_ms,
+        agent.current_interval_ms,
+        agent.wait_ms,
+        agent.consecutive_misses,
+        agent.last_poke_at,
+        agent.last_activity_at,
+        agent.paused,
+        opt_argv_json(&s.command),
+        s.heartbeat_file,
+        agent.created_at,
+        agent.updated_at,
+        opt_argv_json(&s.activity_cmd),
+        s.echo_ms,
+        opt_argv_json(&s.only_if),
+        s.grace_ms,
+        s.escalate_limit,
+        s.escalate_window_ms,
+        agent.held_until_at,
+        agent.heartbeat_seen_at,
+        agent.probe_seen_at,
+    ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate_id(&e) => Err(Error::exists(agent.id.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_duplicate_id(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
 impl Store {
-    /// Writes a batch of validated agents in one transaction, with their log rows (see the
-    /// module doc). An id that already exists is [`Error::AgentExists`] unless `replace`, which
-    /// overwrites the agent's row. `now` is the time of the log rows. On failure nothing of the
-    /// batch is written.
+    /// Writes a batch of validated agents with their rungs in one transaction, with their log
+    /// rows (see the module doc). An id that already exists is [`Error::AgentExists`] unless
+    /// `replace`, which overwrites the agent's row and ladder. `now` is the time of the log
+    /// rows. On failure nothing of the batch is written.
     pub fn import_batch(
         &self,
-        agents: &[Agent],
+        agents: &[AgentRecord],
         replace: bool,
         now: Millis,
     ) -> std::result::Result<ImportCounts, BatchFailure> {
         let mut failed_at = None;
         let result = self.write(|tx| {
+            let conn = tx.conn();
             let mut counts = ImportCounts::default();
-            let mut insert = tx.prepare_cached(INSERT_AGENT)?;
-            let mut log = tx.prepare_cached(INSERT_LOG)?;
+            let mut log = conn.prepare_cached(INSERT_LOG)?;
             // A fleet shares its settings: the log row's text is made again only when they change.
             let mut detail = Detail::default();
-            for (i, agent) in agents.iter().enumerate() {
+            for (i, AgentRecord { agent, rungs }) in agents.iter().enumerate() {
                 failed_at = Some(i);
-                let existed = replace && delete_agent(tx, &agent.id)?;
-                insert_agent(&mut insert, agent)?;
+                let existed = replace
+                    && conn
+                        .prepare_cached("DELETE FROM agents WHERE id = ?1")?
+                        .execute([agent.id.as_str()])?
+                        == 1;
+                insert_agent(conn, agent)?;
+                if existed {
+                    conn.prepare_cached("DELETE FROM rungs WHERE agent_id = ?1")?
+                        .execute([agent.id.as_str()])?;
+                }
+                insert_rungs(conn, &agent.id, rungs)?;
                 log.execute(params![
-                    agent.id,
+                    agent.id.as_str(),
                     now,
-                    "added",
+                    Kind::Added.as_str(),
                     agent.current_interval_ms,
                     agent.consecutive_misses,
-                    detail.of(&agent.settings, agent.paused, existed)
+                    detail.of(&agent.settings, rungs, agent.paused, existed)
                 ])?;
                 if existed {
                     counts.replaced += 1;
@@ -95,61 +153,20 @@ impl Store {
         })
     }
 
-    /// Calls `f` with every agent, by id, from one consistent snapshot, without holding them all
-    /// in memory. An error from `f` stops the walk and is returned.
-    pub fn each_agent(&self, mut f: impl FnMut(Agent) -> Result<()>) -> Result<()> {
-        self.read(|conn| {
+    /// Calls `f` with every agent and its rungs, by id, from one consistent snapshot, without
+    /// holding them all in memory. An error from `f` stops the walk and is returned.
+    pub fn each_agent(&self, mut f: impl FnMut(Agent, Vec<Rung>) -> Result<()>) -> Result<()> {
+        self.snapshot(|conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                f(agent_from_row(row)?)?;
+                let agent = agent_from_row(row)?;
+                let ladder = rungs(conn, &agent.id)?;
+                f(agent, ladder)?;
             }
             Ok(())
         })
     }
-}
-
-/// Deletes an agent's row (not its history) so an import can replace it; whether it existed.
-fn delete_agent(tx: &Transaction<'_>, id: &str) -> Result<bool> {
-    Ok(tx
-        .prepare_cached("DELETE FROM agents WHERE id = ?1")?
-        .execute([id])?
-        == 1)
-}
-
-fn insert_agent(insert: &mut Statement<'_>, agent: &Agent) -> Result<()> {
-    let s = &agent.settings;
-    let command = super::transitions::command_json(&s.command);
-    let inserted = insert.execute(params![
-        agent.id,
-        s.strategy.as_str(),
-        s.base_interval_ms,
-        s.max_interval_ms,
-        s.factor,
-        s.jitter,
-        s.fresh_ms,
-        s.very_stale_ms,
-        agent.current_interval_ms,
-        agent.wait_ms,
-        agent.consecutive_misses,
-        agent.last_poke_at,
-        agent.last_activity_at,
-        agent.paused,
-        command,
-        s.heartbeat_file,
-        agent.created_at,
-        agent.updated_at,
-    ]);
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(e) if is_duplicate_id(&e) => Err(Error::AgentExists(agent.id.clone())),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn is_duplicate_id(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
 /// The detail of an imported agent's log row, in the form of `add`'s:
@@ -157,57 +174,21 @@ fn is_duplicate_id(e: &rusqlite::Error) -> bool {
 /// in a fleet usually has the same settings.
 #[derive(Default)]
 struct Detail {
-    made_for: Option<(Settings, bool, bool)>,
+    made_for: Option<(Settings, usize, bool, bool)>,
     text: String,
 }
 
 impl Detail {
-    fn of(&mut self, s: &Settings, paused: bool, replaced: bool) -> &str {
-        let same = self.made_for.as_ref().is_some_and(|(made, p, r)| {
-            (
-                made.strategy,
-                made.base_interval_ms,
-                made.max_interval_ms,
-                made.factor,
-                made.jitter,
-                *p,
-                *r,
-            ) == (
-                s.strategy,
-                s.base_interval_ms,
-                s.max_interval_ms,
-                s.factor,
-                s.jitter,
-                paused,
-                replaced,
-            )
-        });
+    fn of(&mut self, s: &Settings, rungs: &[Rung], paused: bool, replaced: bool) -> &str {
+        let same = self
+            .made_for
+            .as_ref()
+            .is_some_and(|(m, n, p, r)| m == s && *n == 0 && rungs.is_empty() && *p == paused && *r == replaced);
         if !same {
-            self.text = describe(s, paused, replaced);
-            self.made_for = Some((s.clone(), paused, replaced));
+            let how = if replaced { "replaced by import" } else { "imported" };
+            self.text = format!("{how}: {}", super::transitions::describe(s, rungs, paused));
+            self.made_for = Some((s.clone(), rungs.len(), paused, replaced));
         }
         &self.text
     }
-}
-
-fn describe(s: &Settings, paused: bool, replaced: bool) -> String {
-    let mut text = format!(
-        "{}: {} {}..{} ×{}",
-        if replaced {
-            "replaced by import"
-        } else {
-            "imported"
-        },
-        s.strategy,
-        format_duration(s.base_interval_ms),
-        format_duration(s.max_interval_ms),
-        s.factor
-    );
-    if s.jitter > 0.0 {
-        text.push_str(&format!(" jitter {}", s.jitter));
-    }
-    if paused {
-        text.push_str(", paused");
-    }
-    text
 }

@@ -1,4 +1,4 @@
-//! Reading the database: agents, the due set, and the log.
+//! Reading agents, their ladders and the log.
 //!
 //! Each query is a single statement, so it reads one consistent snapshot without holding a
 //! read transaction open afterwards. The due query is a range scan of the `agents_next_due`
@@ -9,54 +9,15 @@
 //! may be switched off, so every such query would scan the whole log.
 
 use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
-use crate::agent::{Agent, Settings};
-use crate::backoff::Strategy;
+use super::rows::{AGENT_COLUMNS, LOG_COLUMNS, agent_from_row, argv_from_json, log_from_row};
+use crate::agent::{Agent, AgentId, Rung};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
-
-/// The columns of `agents` in the order [`agent_from_row`] reads them.
-pub(super) const AGENT_COLUMNS: &str = "id, strategy, base_interval_ms, max_interval_ms, factor, jitter, fresh_ms, \
-     very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at, last_activity_at, paused, \
-     command, heartbeat_file, created_at, updated_at, next_due_at";
-
-/// Reads one `agents` row selected with [`AGENT_COLUMNS`].
-pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
-    let bad = |col: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
-    };
-    let strategy: String = row.get(1)?;
-    let command: Option<String> = row.get(14)?;
-    let command = match command {
-        None => None,
-        Some(json) => Some(serde_json::from_str::<Vec<String>>(&json).map_err(|e| bad(14, e.to_string()))?),
-    };
-    Ok(Agent {
-        id: row.get(0)?,
-        settings: Settings {
-            strategy: strategy.parse::<Strategy>().map_err(|e| bad(1, e))?,
-            base_interval_ms: row.get(2)?,
-            max_interval_ms: row.get(3)?,
-            factor: row.get(4)?,
-            jitter: row.get(5)?,
-            fresh_ms: row.get(6)?,
-            very_stale_ms: row.get(7)?,
-            command,
-            heartbeat_file: row.get(15)?,
-        },
-        current_interval_ms: row.get(8)?,
-        wait_ms: row.get(9)?,
-        consecutive_misses: row.get(10)?,
-        last_poke_at: row.get(11)?,
-        last_activity_at: row.get(12)?,
-        paused: row.get(13)?,
-        created_at: row.get(16)?,
-        updated_at: row.get(17)?,
-        next_due_at: row.get(18)?,
-    })
-}
+use crate::log::{Kind, LogRow, Outcome};
+use crate::rules::{Cap, KnownLadder};
 
 /// The due query: at most `?2` agents whose `next_due_at` has come, soonest first (a negative
 /// limit means all). The index on `(next_due_at, id)` serves both the range and the order.
@@ -64,51 +25,111 @@ fn due_sql() -> String {
     format!("SELECT {AGENT_COLUMNS} FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id LIMIT ?2")
 }
 
-/// One row of `poke_log`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogRow {
-    pub id: i64,
-    pub agent_id: String,
-    pub at: Millis,
-    pub kind: String,
-    pub interval_ms: i64,
-    pub consecutive_misses: i64,
-    pub outcome: Option<String>,
-    pub exit_code: Option<i64>,
-    pub duration_ms: Option<i64>,
-    pub detail: Option<String>,
+/// The agents a due query found.
+#[derive(Debug, Clone, Default)]
+pub struct Due {
+    /// Soonest first.
+    pub agents: Vec<Agent>,
+    /// Rows that could not be read (a hand edit stored a command that is not a JSON array of
+    /// strings, say): they do not hold up the others.
+    pub unreadable: Vec<Unreadable>,
 }
 
-pub(super) const LOG_COLUMNS: &str =
-    "id, agent_id, at, kind, interval_ms, consecutive_misses, outcome, exit_code, duration_ms, detail";
+/// An agent row that could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub id: String,
+    pub reason: String,
+}
 
-pub(super) fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
-    Ok(LogRow {
-        id: row.get(0)?,
-        agent_id: row.get(1)?,
-        at: row.get(2)?,
-        kind: row.get(3)?,
-        interval_ms: row.get(4)?,
-        consecutive_misses: row.get(5)?,
-        outcome: row.get(6)?,
-        exit_code: row.get(7)?,
-        duration_ms: row.get(8)?,
-        detail: row.get(9)?,
+/// The due agents (see [`super::Tx::due`]).
+pub(super) fn due_rows(conn: &Connection, now: Millis, limit: usize) -> Result<Due> {
+    let mut stmt = conn.prepare_cached(&due_sql())?;
+    let limit = i64::try_from(limit).unwrap_or(-1);
+    let mut rows = stmt.query(params![now, limit])?;
+    let mut due = Due::default();
+    while let Some(row) = rows.next()? {
+        match agent_from_row(row) {
+            Ok(agent) => due.agents.push(agent),
+            Err(e) => due.unreadable.push(Unreadable {
+                id: row.get(0)?,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(due)
+}
+
+/// An agent's rungs, by misses.
+pub(super) fn rungs(conn: &Connection, id: &AgentId) -> Result<Vec<Rung>> {
+    let mut stmt = conn.prepare_cached("SELECT misses, command FROM rungs WHERE agent_id = ?1 ORDER BY misses")?;
+    let rows = stmt.query_map([id.as_str()], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (misses, json) = row?;
+        let command = argv_from_json(&json).map_err(|e| Error::invalid("rung", json.clone(), e))?;
+        out.push(Rung { misses, command });
+    }
+    Ok(out)
+}
+
+/// The escalations that count against the agent's cap at `now` (SPEC §7.3): those whose
+/// command ran (not `held`) in the window ending at `now`, after the agent's last `reset` or
+/// `added` row. Both lookups are ranges of `poke_log_agent_at` no longer than the window.
+pub(super) fn cap(conn: &Connection, agent: &Agent, now: Millis) -> Result<Cap> {
+    let start = now.saturating_sub(agent.settings.escalate_window_ms);
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.at FROM poke_log e
+         WHERE e.agent_id = ?1 AND e.at > ?2 AND e.at <= ?3 AND e.kind = 'escalation'
+           AND e.outcome IS NOT 'held'
+           AND e.id > coalesce((SELECT max(r.id) FROM poke_log r
+                                WHERE r.agent_id = ?1 AND r.at >= ?2
+                                  AND (r.kind = 'reset' OR r.kind = 'added')), 0)
+         ORDER BY e.at",
+    )?;
+    let rows = stmt.query_map(params![agent.id.as_str(), start, now], |row| row.get(0))?;
+    Ok(Cap {
+        limit: agent.settings.escalate_limit,
+        window_ms: agent.settings.escalate_window_ms,
+        escalations: rows.collect::<rusqlite::Result<Vec<Millis>>>()?,
     })
+}
+
+/// What the log says about the agent's current streak of misses (SPEC §7.3, for `show`): the
+/// escalation rows since its last activity, reset or `added` row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Streak {
+    /// The escalations of this streak, oldest first.
+    pub escalations: Vec<StreakEscalation>,
+}
+
+/// One escalation of a streak: the rung, how it ended, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreakEscalation {
+    pub rung: i64,
+    pub outcome: Option<Outcome>,
+    pub at: Millis,
+}
+
+/// An agent with all its decision needs from the log (see [`Store::agent_with_ladder`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decidable {
+    pub agent: Agent,
+    pub ladder: KnownLadder,
 }
 
 /// Which log rows to read. Every condition given must hold; an empty list allows anything.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
     /// Rows at or after this time.
     pub since: Option<Millis>,
     /// Rows at or before this time.
     pub until: Option<Millis>,
-    /// Only rows of these kinds (`poke`, `miss`, ...).
-    pub kinds: Vec<String>,
-    /// Only rows with one of these outcomes (which only pokes have).
-    pub outcomes: Vec<String>,
+    /// Only rows of these kinds.
+    pub kinds: Vec<Kind>,
+    /// Only rows with one of these outcomes (which only pokes, escalations and skips have).
+    pub outcomes: Vec<Outcome>,
     /// Only rows with an id above this (for following the log).
     pub after_id: Option<i64>,
     /// The newest `limit` rows of the selection (still printed oldest first).
@@ -144,7 +165,7 @@ pub(super) fn log_select(filter: &HistoryFilter, order: LogOrder) -> (String, Ve
         terms.push(format!("id > {}", bind(after.into())));
     }
     if let Some(agent) = &filter.agent_id {
-        terms.push(format!("{} = {}", col("agent_id"), bind(agent.clone().into())));
+        terms.push(format!("{} = {}", col("agent_id"), bind(agent.as_str().to_owned().into())));
     }
     if let Some(since) = filter.since {
         terms.push(format!("{} >= {}", col("at"), bind(since.into())));
@@ -152,9 +173,11 @@ pub(super) fn log_select(filter: &HistoryFilter, order: LogOrder) -> (String, Ve
     if let Some(until) = filter.until {
         terms.push(format!("{} <= {}", col("at"), bind(until.into())));
     }
-    for (name, values) in [("kind", &filter.kinds), ("outcome", &filter.outcomes)] {
+    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+    let outcomes: Vec<&str> = filter.outcomes.iter().map(|o| o.as_str()).collect();
+    for (name, values) in [("kind", kinds), ("outcome", outcomes)] {
         if !values.is_empty() {
-            let list: Vec<String> = values.iter().map(|v| bind(v.clone().into())).collect();
+            let list: Vec<String> = values.iter().map(|v| bind(v.to_string().into())).collect();
             terms.push(format!("{} IN ({})", col(name), list.join(", ")));
         }
     }
@@ -178,12 +201,17 @@ pub(super) fn log_select(filter: &HistoryFilter, order: LogOrder) -> (String, Ve
     (sql, args)
 }
 
-/// The rows `filter` selects, oldest first (see [`Store::history`]).
-pub(super) fn query_log(conn: &rusqlite::Connection, filter: &HistoryFilter) -> Result<Vec<LogRow>> {
-    let (sql, args) = log_select(filter, LogOrder::ByTime);
+/// Runs a log `SELECT` built by [`log_select`].
+pub(super) fn select_log(conn: &Connection, filter: &HistoryFilter, order: LogOrder) -> Result<Vec<LogRow>> {
+    let (sql, args) = log_select(filter, order);
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), log_from_row)?;
-    let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The rows `filter` selects, oldest first (see [`Store::history`]).
+pub(super) fn query_log(conn: &Connection, filter: &HistoryFilter) -> Result<Vec<LogRow>> {
+    let mut rows = select_log(conn, filter, LogOrder::ByTime)?;
     if filter.limit.is_some() {
         rows.reverse();
     }
@@ -192,12 +220,12 @@ pub(super) fn query_log(conn: &rusqlite::Connection, filter: &HistoryFilter) -> 
 
 impl Store {
     /// One agent.
-    pub fn agent(&self, id: &str) -> Result<Agent> {
+    pub fn agent(&self, id: &AgentId) -> Result<Agent> {
         self.read(|conn| {
             conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
-                .query_row([id], agent_from_row)
+                .query_row([id.as_str()], agent_from_row)
                 .optional()?
-                .ok_or_else(|| Error::UnknownAgent(id.to_owned()))
+                .ok_or_else(|| Error::UnknownAgent(id.to_string()))
         })
     }
 
@@ -212,16 +240,9 @@ impl Store {
 
     /// The agents due at `at`, soonest first (an index range scan).
     pub fn due(&self, at: Millis) -> Result<Vec<Agent>> {
-        self.due_batch(at, usize::MAX)
-    }
-
-    /// At most `limit` agents due at `at`, soonest first, so a daemon catching up on a million
-    /// overdue agents works through them in bounded batches.
-    pub fn due_batch(&self, at: Millis, limit: usize) -> Result<Vec<Agent>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&due_sql())?;
-            let limit = i64::try_from(limit).unwrap_or(-1);
-            let rows = stmt.query_map(params![at, limit], agent_from_row)?;
+            let rows = stmt.query_map(params![at, -1], agent_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -238,12 +259,87 @@ impl Store {
         })
     }
 
-    /// `EXPLAIN QUERY PLAN` of the due query, one line per step (for tests and `check`).
+    /// `EXPLAIN QUERY PLAN` of the due query, one line per step (for tests).
     pub fn due_query_plan(&self) -> Result<Vec<String>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", due_sql()))?;
             let rows = stmt.query_map([0i64, 512], |row| row.get::<_, String>(3))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// The agent's rungs, by misses.
+    pub fn rungs(&self, id: &AgentId) -> Result<Vec<Rung>> {
+        self.read(|conn| rungs(conn, id))
+    }
+
+    /// Every agent's rungs, by agent.
+    pub fn all_rungs(&self) -> Result<std::collections::HashMap<AgentId, Vec<Rung>>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT agent_id, misses, command FROM rungs ORDER BY agent_id, misses")?;
+            let mut rows = stmt.query([])?;
+            let mut out: std::collections::HashMap<AgentId, Vec<Rung>> = std::collections::HashMap::new();
+            while let Some(row) = rows.next()? {
+                let (id, misses, json): (String, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                let (Ok(id), Ok(command)) = (AgentId::parse(&id), argv_from_json(&json)) else {
+                    continue;
+                };
+                out.entry(id).or_default().push(Rung { misses, command });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The agent, its ladder and its cap as of `now`, in one snapshot: what `explain` and
+    /// `plan` decide from.
+    pub fn agent_with_ladder(&self, id: &AgentId, now: Millis) -> Result<Decidable> {
+        self.snapshot(|conn| {
+            let agent = conn
+                .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
+                .query_row([id.as_str()], agent_from_row)
+                .optional()?
+                .ok_or_else(|| Error::UnknownAgent(id.to_string()))?;
+            let ladder = KnownLadder {
+                rungs: rungs(conn, id)?,
+                cap: Some(cap(conn, &agent, now)?),
+            };
+            Ok(Decidable { agent, ladder })
+        })
+    }
+
+    /// The escalations of the agent's current streak (since its last activity, reset or
+    /// `added` row).
+    pub fn streak(&self, id: &AgentId) -> Result<Streak> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.detail, e.outcome, e.at FROM poke_log e
+                 WHERE e.agent_id = ?1 AND e.kind = 'escalation'
+                   AND e.id > coalesce((SELECT max(r.id) FROM poke_log r WHERE r.agent_id = ?1
+                                        AND (r.kind = 'activity' OR r.kind = 'reset' OR r.kind = 'added')), 0)
+                 ORDER BY e.id",
+            )?;
+            let rows = stmt.query_map([id.as_str()], |row| {
+                let detail: Option<String> = row.get(0)?;
+                let outcome: Option<String> = row.get(1)?;
+                Ok((detail, outcome, row.get::<_, Millis>(2)?))
+            })?;
+            let mut streak = Streak::default();
+            for row in rows {
+                let (detail, outcome, at) = row?;
+                // The detail starts `rung N`.
+                let rung = detail
+                    .as_deref()
+                    .and_then(|d| d.strip_prefix("rung "))
+                    .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                streak.escalations.push(StreakEscalation {
+                    rung,
+                    outcome: outcome.and_then(|o| o.parse().ok()),
+                    at,
+                });
+            }
+            Ok(streak)
         })
     }
 
@@ -260,6 +356,18 @@ impl Store {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
             let rows = stmt.query_map(params_from_iter(args), |row| row.get::<_, String>(3))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Whether `id` is an agent or has log rows (the history of a removed agent stays).
+    pub fn agent_known(&self, id: &AgentId) -> Result<bool> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1)
+                         OR EXISTS (SELECT 1 FROM poke_log WHERE agent_id = ?1)",
+                )?
+                .query_row([id.as_str()], |row| row.get(0))?)
         })
     }
 }

@@ -77,7 +77,7 @@ pub fn ensure_space(db: &Path) -> Result<()> {
 impl Store {
     /// The size of the `-wal` file in bytes (0 when there is none).
     pub fn wal_size(&self) -> u64 {
-        std::fs::metadata(wal_path(&self.path)).map_or(0, |m| m.len())
+        std::fs::metadata(wal_path(self.path())).map_or(0, |m| m.len())
     }
 
     /// Whether the `-wal` has grown past `journal_size_limit`.

@@ -1,0 +1,105 @@
+//! How rows of `agents`, `rungs` and `poke_log` become Rust values and back: the column lists
+//! every query selects, and the JSON argv arrays commands are stored as.
+
+use rusqlite::Row;
+use rusqlite::types::Type;
+
+use crate::agent::{Agent, AgentId, Settings};
+use crate::log::LogRow;
+
+/// The columns of `agents` in the order [`agent_from_row`] reads them.
+pub(super) const AGENT_COLUMNS: &str = "id, strategy, base_interval_ms, max_interval_ms, factor, jitter, fresh_ms, \
+     very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at, last_activity_at, paused, \
+     command, heartbeat_file, created_at, updated_at, next_due_at, activity_cmd, echo_ms, only_if, grace_ms, \
+     escalate_limit, escalate_window_ms, held_until_at, heartbeat_seen_at, probe_seen_at";
+
+fn bad(col: usize, ty: Type, e: impl Into<String>) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(col, ty, e.into().into())
+}
+
+/// Reads the argv stored as JSON in column `col`.
+pub(super) fn argv_at(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<Vec<String>>> {
+    let json: Option<String> = row.get(col)?;
+    json.map(|text| argv_from_json(&text).map_err(|e| bad(col, Type::Text, e)))
+        .transpose()
+}
+
+/// An argv from its stored JSON array of strings.
+pub(super) fn argv_from_json(text: &str) -> Result<Vec<String>, String> {
+    serde_json::from_str::<Vec<String>>(text)
+        .map_err(|e| format!("not a JSON array of strings ({e})"))
+}
+
+/// An argv as the JSON array of strings it is stored as.
+pub(super) fn argv_json(argv: &[String]) -> String {
+    // A JSON value built from strings always prints.
+    serde_json::Value::from(argv.to_vec()).to_string()
+}
+
+/// [`argv_json`] of an optional argv.
+pub(super) fn opt_argv_json(argv: &Option<Vec<String>>) -> Option<String> {
+    argv.as_deref().map(argv_json)
+}
+
+/// Reads one `agents` row selected with [`AGENT_COLUMNS`].
+pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
+    let id: String = row.get(0)?;
+    let strategy: String = row.get(1)?;
+    Ok(Agent {
+        id: AgentId::parse(&id).map_err(|e| bad(0, Type::Text, e.to_string()))?,
+        settings: Settings {
+            strategy: strategy.parse().map_err(|e: String| bad(1, Type::Text, e))?,
+            base_interval_ms: row.get(2)?,
+            max_interval_ms: row.get(3)?,
+            factor: row.get(4)?,
+            jitter: row.get(5)?,
+            fresh_ms: row.get(6)?,
+            very_stale_ms: row.get(7)?,
+            command: argv_at(row, 14)?,
+            heartbeat_file: row.get(15)?,
+            activity_cmd: argv_at(row, 19)?,
+            echo_ms: row.get(20)?,
+            only_if: argv_at(row, 21)?,
+            grace_ms: row.get(22)?,
+            escalate_limit: row.get(23)?,
+            escalate_window_ms: row.get(24)?,
+        },
+        current_interval_ms: row.get(8)?,
+        wait_ms: row.get(9)?,
+        consecutive_misses: row.get(10)?,
+        last_poke_at: row.get(11)?,
+        last_activity_at: row.get(12)?,
+        paused: row.get(13)?,
+        held_until_at: row.get(25)?,
+        heartbeat_seen_at: row.get(26)?,
+        probe_seen_at: row.get(27)?,
+        created_at: row.get(16)?,
+        updated_at: row.get(17)?,
+        next_due_at: row.get(18)?,
+    })
+}
+
+/// The columns of `poke_log` in the order [`log_from_row`] reads them.
+pub(super) const LOG_COLUMNS: &str =
+    "id, agent_id, at, kind, interval_ms, consecutive_misses, outcome, exit_code, duration_ms, detail";
+
+/// Reads one `poke_log` row selected with [`LOG_COLUMNS`].
+pub(super) fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRow> {
+    let agent_id: String = row.get(1)?;
+    let kind: String = row.get(3)?;
+    let outcome: Option<String> = row.get(6)?;
+    Ok(LogRow {
+        id: row.get(0)?,
+        agent_id: AgentId::parse(&agent_id).map_err(|e| bad(1, Type::Text, e.to_string()))?,
+        at: row.get(2)?,
+        kind: kind.parse().map_err(|e: String| bad(3, Type::Text, e))?,
+        interval_ms: row.get(4)?,
+        consecutive_misses: row.get(5)?,
+        outcome: outcome
+            .map(|o| o.parse().map_err(|e: String| bad(6, Type::Text, e)))
+            .transpose()?,
+        exit_code: row.get(7)?,
+        duration_ms: row.get(8)?,
+        detail: row.get(9)?,
+    })
+}
