@@ -1,10 +1,11 @@
-//! Helpers shared by the integration tests.
+//! Small helpers every topic uses: a temporary database, running `poked` on it, bounded waits,
+//! and snapshots that prove a command changed nothing. The heavier machinery for breaking
+//! poked on purpose (daemons, kills, the log auditor, /proc scans) is in `harness.rs`.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use tempfile::TempDir;
 
 /// A temporary directory with a database path in it.
@@ -21,13 +22,8 @@ impl Env {
     }
 
     /// `poked` on this database with no fixed time and no inherited poked variables.
-    pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("poked"));
-        for var in ["POKED_NOW", "POKED_DRAW", "POKED_SYNCHRONOUS", "XDG_STATE_HOME"] {
-            cmd.env_remove(var);
-        }
-        cmd.env("POKED_DB", &self.db).env("NO_COLOR", "1");
-        cmd
+    pub fn cmd(&self) -> assert_cmd::Command {
+        assert_cmd::Command::from_std(poked(&self.db))
     }
 
     /// `poked ARGS` at the fixed time `now` (RFC 3339).
@@ -62,6 +58,34 @@ impl Env {
     }
 }
 
+/// `poked` on `db`, with no fixed time, no inherited poked variables and stdin closed.
+pub fn poked(db: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("poked"));
+    for var in [
+        "POKED_NOW",
+        "POKED_DRAW",
+        "POKED_SYNCHRONOUS",
+        "POKED_FAULT",
+        "XDG_STATE_HOME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("POKED_DB", db).env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `poked ARGS` on `db` and insists on success.
+pub fn must(db: &Path, args: &[&str]) -> String {
+    let out = poked(db).args(args).output().expect("run poked");
+    assert!(
+        out.status.success(),
+        "poked {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The bytes of a database file and its `-wal`/`-shm`-less companions (missing ones as None).
 pub fn fingerprint(db: &Path) -> Vec<(String, Option<Vec<u8>>)> {
     ["", "-wal"]
@@ -73,6 +97,26 @@ pub fn fingerprint(db: &Path) -> Vec<(String, Option<Vec<u8>>)> {
             (suffix.to_string(), bytes)
         })
         .collect()
+}
+
+/// Every file and folder below `dir`, with the files' bytes, to prove a command created or
+/// changed nothing there.
+pub fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.push((path.clone(), Vec::new()));
+                todo.push(path);
+            } else {
+                found.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time.

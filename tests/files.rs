@@ -2,7 +2,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::common::{Env, assert_error};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{Env, assert_error, must, poked, tree};
+use crate::harness::{Rng, inspect, seeded_database};
 
 const T: &str = "2026-01-01T00:00:00Z";
 
@@ -156,4 +161,220 @@ fn a_read_only_database_is_refused_for_writing() {
         .expect("setpriv");
     assert_error(&out, 1, "read-only");
     assert!(env.fingerprint() == before, "a read-only database was changed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Bad files and paths (beyond tests/files.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// `(page number, owner)` of every page in use, from SQLite's `dbstat`.
+fn pages(db: &Path) -> Vec<(i64, String)> {
+    let conn = inspect(db);
+    let mut stmt = conn
+        .prepare("SELECT pageno, name FROM dbstat ORDER BY pageno")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// Every command that reads, and `check`.
+const READS: &[&[&str]] = &[
+    &["list"],
+    &["list", "--json"],
+    &["show", "agent-150"],
+    &["history"],
+    &["history", "agent-150"],
+    &["stats"],
+    &["due"],
+    &["next"],
+    &["status"],
+    &["export"],
+    &["check"],
+];
+
+#[test]
+fn a_damaged_page_is_reported_as_corrupt_and_left_untouched() {
+    let env = Env::new();
+    let pristine = env.dir.path().join("pristine.db");
+    seeded_database(&pristine, 300);
+    let all = pages(&pristine);
+    let mut rng = Rng::from_env("a_damaged_page");
+    // A page of each table and index, and one anywhere but the header page.
+    let mut owners: Vec<String> = all.iter().map(|(_, name)| name.clone()).collect();
+    owners.sort();
+    owners.dedup();
+    owners.retain(|name| name != "sqlite_schema");
+    let mut picks: Vec<(i64, String)> = owners
+        .iter()
+        .map(|owner| {
+            let of: Vec<_> = all.iter().filter(|(_, name)| name == owner).collect();
+            of[rng.between(0, of.len() as u64 - 1) as usize].clone()
+        })
+        .collect();
+    let interior: Vec<_> = all.iter().filter(|(page, _)| *page > 1).collect();
+    picks.push(interior[rng.between(0, interior.len() as u64 - 1) as usize].clone());
+    let page_size = 4096;
+    let mut reported = Vec::new();
+    for (page, owner) in &picks {
+        let mut bytes = std::fs::read(&pristine).unwrap();
+        let at = (*page as usize - 1) * page_size;
+        for b in &mut bytes[at..at + page_size] {
+            *b = rng.next() as u8;
+        }
+        std::fs::write(&env.db, &bytes).unwrap();
+        let mut corrupt_seen = Vec::new();
+        for args in READS
+            .iter()
+            .copied()
+            .chain([&["activity", "agent-150"][..], &["run", "--once"]])
+        {
+            let before = std::fs::read(&env.db).unwrap();
+            let started = Instant::now();
+            let out = poked(&env.db).args(args).output().unwrap();
+            let took = started.elapsed();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let what = format!("page {page} of {owner}: poked {args:?}");
+            assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+            assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+            match out.status.code() {
+                Some(0) => {}
+                Some(1) => {
+                    let line = stderr.lines().last().unwrap_or_default();
+                    assert!(line.starts_with("poked: "), "{what}: {stderr}");
+                    assert!(
+                        line.contains("is corrupt"),
+                        "{what}: not reported as corrupt: {stderr}"
+                    );
+                    corrupt_seen.push(args.join(" "));
+                    // `run` commits each poke on its own: those before the damaged page stay.
+                    if args[0] != "run" {
+                        assert!(
+                            std::fs::read(&env.db).unwrap() == before,
+                            "{what} failed and changed the file"
+                        );
+                    }
+                }
+                other => panic!("{what}: exit {other:?}: {stderr}"),
+            }
+            if args[0] != "activity" && args[0] != "run" {
+                assert!(
+                    std::fs::read(&env.db).unwrap() == before,
+                    "{what} (a read) changed the file"
+                );
+            }
+        }
+        // `check` reads every page: whatever was hit, it must say so.
+        let out = poked(&env.db).arg("check").output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "page {page} of {owner}: check passed: {text}"
+        );
+        assert!(
+            text.contains("corrupt") || text.contains("integrity"),
+            "page {page}: {text}"
+        );
+        eprintln!(
+            "page {page} of {owner}: reported by {corrupt_seen:?}\n  check: {}",
+            text.trim()
+        );
+        reported.push((page, owner.clone(), corrupt_seen));
+    }
+    eprintln!(
+        "damaged pages: {} of {} pages, each reported, none panicked",
+        picks.len(),
+        all.len()
+    );
+}
+
+#[test]
+fn read_commands_in_a_missing_folder_say_so_and_create_nothing() {
+    let env = Env::new();
+    let db = env.dir.path().join("no/such/folder/poked.db");
+    for args in READS
+        .iter()
+        .copied()
+        .chain([&["activity", "a"][..], &["rm", "a"], &["pause", "a"]])
+    {
+        let started = Instant::now();
+        let out = poked(&db)
+            .current_dir(env.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "poked {args:?} was slow"
+        );
+        crate::common::assert_error(&out, 1, "no database at");
+        crate::common::assert_error(&out, 1, &db.display().to_string());
+    }
+    assert_eq!(
+        std::fs::read_dir(env.dir.path()).unwrap().count(),
+        0,
+        "a folder was created"
+    );
+}
+
+/// Runs poked as `nobody` (uid 65534) through setpriv, when the tests run as root.
+fn as_nobody(db: &Path, args: &[&str]) -> Option<std::process::Output> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(assert_cmd::cargo::cargo_bin!("poked"))
+        .args(args)
+        .env("POKED_DB", db)
+        .env_remove("POKED_NOW")
+        .env("NO_COLOR", "1")
+        .output()
+        .ok()?;
+    Some(out)
+}
+
+#[test]
+fn a_database_owned_by_another_user_is_refused_untouched() {
+    let env = Env::new();
+    must(&env.db, &["add", "a"]);
+    // The folder is open to all, the file is root's with mode 0600 (as poked creates it).
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let before = tree(env.dir.path());
+    for args in READS
+        .iter()
+        .copied()
+        .chain([&["activity", "a"][..], &["add", "b"], &["init"]])
+    {
+        let started = Instant::now();
+        let Some(out) = as_nobody(&env.db, args) else {
+            eprintln!("skipped: not root, so no other user to try as");
+            return;
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "poked {args:?} was slow"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        crate::common::assert_error(&out, 1, &env.db.display().to_string());
+        assert!(
+            stderr.contains("permission denied") || stderr.contains("owned by"),
+            "poked {args:?} as nobody: {stderr}"
+        );
+    }
+    assert!(
+        tree(env.dir.path()) == before,
+        "another user's attempt changed the folder"
+    );
 }

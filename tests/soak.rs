@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use crate::reliability::{KillLoop, contention, kill_during_pokes, kill_loop, simultaneous_creation};
+use crate::contention::{contention, simultaneous_creation};
+use crate::crashes::{KillLoop, kill_during_pokes, kill_loop};
 
 #[test]
 #[ignore = "soak tier: 10,000 kills, about 20 minutes"]
