@@ -52,6 +52,11 @@ impl Env {
         rusqlite::Connection::open(&self.db).expect("open db")
     }
 
+    /// One integer from `sql`.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.sql().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     /// The database and its WAL, hashed, to prove a command changed nothing.
     pub fn fingerprint(&self) -> Vec<(String, Option<Vec<u8>>)> {
         fingerprint(&self.db)

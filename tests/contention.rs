@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, must, poked, wait_for};
-use crate::harness::{Guarded, inspect, integrity, poked_check, recorded_daemon, scalar};
+use crate::harness::{Daemon, Guarded, inspect, integrity, poked_check, recorded_daemon, scalar};
 
 #[derive(Debug, Default)]
 pub struct ContentionFigures {
@@ -63,12 +63,7 @@ pub fn contention(processes: usize, each: usize) -> Result<ContentionFigures, St
         ],
     );
     must(&db, &["activity", "target"]);
-    let mut daemon = poked(&db)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start daemon");
+    let daemon = Daemon::try_start(&db, &[])?;
     let writers: Vec<_> = (0..processes)
         .map(|_| {
             let db = db.clone();
@@ -85,9 +80,7 @@ pub fn contention(processes: usize, each: usize) -> Result<ContentionFigures, St
         })
         .collect();
     let failures: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-    // SAFETY: SIGTERM to our own unreaped child.
-    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
-    let status = daemon.wait().unwrap();
+    let stopped = daemon.stop();
     if !failures.is_empty() {
         return Err(format!(
             "{} of the writers' commands failed: {:?}",
@@ -95,9 +88,7 @@ pub fn contention(processes: usize, each: usize) -> Result<ContentionFigures, St
             &failures[..failures.len().min(5)]
         ));
     }
-    if !status.success() {
-        return Err(format!("the daemon ended with {status}"));
-    }
+    stopped?;
     let total = processes * each;
     let conn = inspect(&db);
     let misses: i64 = conn

@@ -12,7 +12,6 @@
 //! `POKED_TEST_SEED=<seed>` replays its kill times.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Env, must, poked, wait_for};
 use crate::harness::{
-    Auditor, CYCLE, Guarded, KillGroupsOnDrop, PokeProcess, Rng, Writer, inspect, poke_processes,
-    poked_check, recorded_daemon, scalar, sigkill, wait_exited,
+    Auditor, CYCLE, Daemon, KillGroupsOnDrop, PokeProcess, Rng, Writer, inspect, poke_processes, poked_check,
+    scalar, sigkill, wait_exited,
 };
 
 /// The processes of one round, so the killer can SIGKILL every one of them at once. A writer
@@ -200,7 +199,11 @@ pub fn kill_loop(spec: &KillLoop, name: &str) -> Result<KillFigures, (usize, Str
         let check_integrity = kill % spec.integrity_every == 0 || kill == spec.kills;
         auditor.audit(&writers, check_integrity).map_err(|e| (kill, e))?;
         if kill % spec.check_every == 0 || kill == spec.kills {
-            restart_and_stop(&db).map_err(|e| (kill, e))?;
+            // A daemon that recovers and stops cleanly (SIGTERM, exit 0) leaves no poke
+            // `pending` for `poked check` to report.
+            Daemon::try_start(&db, &[])
+                .and_then(Daemon::stop)
+                .map_err(|e| (kill, e))?;
             poked_check(&db).map_err(|e| (kill, e))?;
             auditor.audit(&writers, false).map_err(|e| (kill, e))?;
         }
@@ -215,37 +218,6 @@ pub fn kill_loop(spec: &KillLoop, name: &str) -> Result<KillFigures, (usize, Str
     figures.interrupted = scalar(&db, "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'");
     figures.elapsed = started.elapsed();
     Ok(figures)
-}
-
-/// Starts a daemon, waits until it has recovered and recorded itself, and stops it with
-/// SIGTERM (exit 0), so no poke is left `pending` for `poked check` to report.
-fn restart_and_stop(db: &Path) -> Result<(), String> {
-    let mut daemon = poked(db)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start daemon");
-    let pid = i64::from(daemon.id());
-    if !wait_for(Duration::from_secs(20), || recorded_daemon(db) == Some(pid)) {
-        let _ = daemon.kill();
-        let out = daemon.wait_with_output().unwrap();
-        return Err(format!(
-            "the restarted daemon did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    // SAFETY: SIGTERM to our own unreaped child.
-    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
-    let out = daemon.wait_with_output().unwrap();
-    if !out.status.success() {
-        return Err(format!(
-            "the daemon did not stop cleanly on SIGTERM: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
 }
 
 #[test]
@@ -386,18 +358,8 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
     let mut previous: Vec<(i64, i64)> = Vec::new(); // (log id, pgid) in flight at the last kill
     let result = (|| -> Result<(), String> {
         for kill in 1..=kills {
-            let daemon = Guarded::new(
-                poked(&db)
-                    .args(["run", "--command-timeout", "5s"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start daemon"),
-            );
-            let pid = i64::from(daemon.id());
-            if !wait_for(Duration::from_secs(20), || recorded_daemon(&db) == Some(pid)) {
-                return Err(format!("kill {kill}: the daemon did not start"));
-            }
+            let daemon = Daemon::try_start(&db, &["--command-timeout", "5s"])
+                .map_err(|e| format!("kill {kill}: {e}"))?;
             // Recovery runs before the daemon records itself: the last kill's pokes are settled.
             for (log_id, pgid) in previous.drain(..) {
                 let outcome: String = inspect(&db)
@@ -433,8 +395,7 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
                 return Err(format!("kill {kill}: no poke started"));
             }
             std::thread::sleep(Duration::from_millis(rng.between(0, 300)));
-            sigkill(daemon.id());
-            daemon.take().wait().expect("reap daemon");
+            daemon.kill();
             figures.kills += 1;
             let conn = inspect(&db);
             let mut stmt = conn
@@ -447,7 +408,8 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
                 .unwrap();
             figures.in_flight_at_kill += previous.len();
         }
-        restart_and_stop_now(&db)?;
+        // The second SIGTERM interrupts the commands in flight, so the stop is prompt.
+        Daemon::try_start(&db, &[])?.stop_now()?;
         for (log_id, _) in &previous {
             let outcome: String = inspect(&db)
                 .query_row("SELECT outcome FROM poke_log WHERE id = ?1", [log_id], |r| {
@@ -471,37 +433,6 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
     figures.scans = scans.load(Ordering::SeqCst);
     figures.elapsed = started.elapsed();
     Ok(figures)
-}
-
-/// Starts a daemon, waits until it has recovered and recorded itself, and stops it with two
-/// SIGTERMs: the second interrupts the commands in flight, so the stop is prompt.
-fn restart_and_stop_now(db: &Path) -> Result<(), String> {
-    let daemon = Guarded::new(
-        poked(db)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start daemon"),
-    );
-    let pid = i64::from(daemon.id());
-    if !wait_for(Duration::from_secs(20), || recorded_daemon(db) == Some(pid)) {
-        return Err("the final daemon did not start".into());
-    }
-    for _ in 0..2 {
-        // SAFETY: SIGTERM to our own unreaped child.
-        unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = daemon.take().wait_with_output().unwrap();
-    if !out.status.success() {
-        return Err(format!(
-            "the daemon did not stop cleanly: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
 }
 
 /// The 50 kills (the soak tier runs 50 with three agents). A restart is quick: start-up

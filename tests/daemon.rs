@@ -2,95 +2,11 @@
 //! signals, crash recovery, command hygiene, contention.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, wait_for};
-
-/// A running `poked run`, killed and reaped when dropped.
-pub struct Daemon {
-    pub child: Child,
-    pub log: std::path::PathBuf,
-}
-
-impl Daemon {
-    pub fn start(env: &Env, args: &[&str]) -> Daemon {
-        let log = env
-            .dir
-            .path()
-            .join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
-            .env("POKED_DB", &env.db)
-            .env_remove("POKED_NOW")
-            .env("NO_COLOR", "1")
-            .arg("run")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start daemon");
-        let daemon = Daemon { child, log };
-        // Started means: recorded itself in the database.
-        assert!(
-            wait_for(Duration::from_secs(10), || daemon_pid(env)
-                == Some(i64::from(daemon.child.id()))),
-            "daemon did not start: {}",
-            daemon.log_text()
-        );
-        daemon
-    }
-
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
-    /// Waits for the daemon to exit, up to `timeout`; returns its exit code.
-    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    /// Stops the daemon the way a user would, twice: the second signal stops the commands in
-    /// flight, so none outlives the test. SIGKILL only if it does not exit in time.
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.signal(libc::SIGTERM);
-            std::thread::sleep(Duration::from_millis(50));
-            self.signal(libc::SIGTERM);
-            if self.wait(Duration::from_secs(10)).is_none() {
-                let _ = self.child.kill();
-            }
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon_pid(env: &Env) -> Option<i64> {
-    let conn = rusqlite::Connection::open(&env.db).ok()?;
-    conn.query_row("SELECT pid FROM daemon WHERE stopped_at IS NULL", [], |r| {
-        r.get(0)
-    })
-    .ok()
-}
-
-fn count(env: &Env, sql: &str) -> i64 {
-    env.sql().query_row(sql, [], |r| r.get(0)).unwrap()
-}
+use crate::harness::Daemon;
 
 fn pokes(env: &Env, agent: &str) -> i64 {
     env.sql()
@@ -115,7 +31,7 @@ fn add(env: &Env, args: &[&str]) {
 fn pokes_new_agents_within_a_second_and_honours_hand_edits() {
     let env = Env::new();
     add(&env, &["far", "--base", "1h"]);
-    let mut daemon = Daemon::start(&env, &[]);
+    let mut daemon = Daemon::start(&env.db, &[]);
     assert!(
         wait_for(Duration::from_secs(5), || pokes(&env, "far") == 1),
         "first poke"
@@ -148,21 +64,21 @@ fn pokes_new_agents_within_a_second_and_honours_hand_edits() {
 
     daemon.signal(libc::SIGTERM);
     assert_eq!(
-        daemon.wait(Duration::from_secs(10)),
+        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
         Some(0),
         "{}",
         daemon.log_text()
     );
-    assert!(count(&env, "SELECT count(*) FROM daemon WHERE stopped_at IS NOT NULL") == 1);
+    assert!(env.count("SELECT count(*) FROM daemon WHERE stopped_at IS NOT NULL") == 1);
 }
 
 #[test]
 fn a_second_daemon_is_refused_naming_the_first() {
     let env = Env::new();
     add(&env, &["a", "--base", "1h"]);
-    let daemon = Daemon::start(&env, &[]);
+    let daemon = Daemon::start(&env.db, &[]);
     let out = env.cmd().arg("run").output().unwrap();
-    crate::common::assert_error(&out, 1, &format!("pid {}", daemon.child.id()));
+    crate::common::assert_error(&out, 1, &format!("pid {}", daemon.pid()));
     let out = env.cmd().args(["run", "--once"]).output().unwrap();
     crate::common::assert_error(&out, 1, "already runs");
 }
@@ -171,24 +87,23 @@ fn a_second_daemon_is_refused_naming_the_first() {
 fn sigterm_waits_for_pokes_in_flight_and_leaves_none_pending() {
     let env = Env::new();
     add(&env, &["slow", "--base", "1h", "--", "sleep", "1"]);
-    let mut daemon = Daemon::start(&env, &[]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
-    ) == 1));
+    let mut daemon = Daemon::start(&env.db, &[]);
+    assert!(wait_for(Duration::from_secs(5), || env
+        .count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'")
+        == 1));
     daemon.signal(libc::SIGTERM);
     assert_eq!(
-        daemon.wait(Duration::from_secs(10)),
+        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
         Some(0),
         "{}",
         daemon.log_text()
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
         0
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'ok'"),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'ok'"),
         1,
         "the poke in flight was not recorded"
     );
@@ -198,30 +113,22 @@ fn sigterm_waits_for_pokes_in_flight_and_leaves_none_pending() {
 fn a_second_sigint_interrupts_commands_in_flight() {
     let env = Env::new();
     add(&env, &["stuck", "--base", "1h", "--", "sleep", "600"]);
-    let mut daemon = Daemon::start(&env, &[]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
-    ) == 1));
+    let mut daemon = Daemon::start(&env.db, &[]);
+    assert!(wait_for(Duration::from_secs(5), || env
+        .count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'")
+        == 1));
     daemon.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        daemon.child.try_wait().unwrap(),
-        None,
-        "one SIGINT must wait for the command"
-    );
+    assert!(daemon.running(), "one SIGINT must wait for the command");
     daemon.signal(libc::SIGINT);
     assert_eq!(
-        daemon.wait(Duration::from_secs(10)),
+        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
         Some(0),
         "{}",
         daemon.log_text()
     );
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
-        ),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
         1
     );
 }
@@ -247,15 +154,13 @@ fn kill_9_during_a_poke_then_restart() {
             &script,
         ],
     );
-    let mut daemon = Daemon::start(&env, &[]);
+    let mut daemon = Daemon::start(&env.db, &[]);
     assert!(wait_for(Duration::from_secs(5), || pidfile.exists()
-        && count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE pgid IS NOT NULL"
-        ) == 1));
+        && env.count("SELECT count(*) FROM poke_log WHERE pgid IS NOT NULL")
+            == 1));
     let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     daemon.signal(libc::SIGKILL);
-    daemon.wait(Duration::from_secs(5));
+    daemon.exit_within(Duration::from_secs(5));
     // SAFETY: probing a process group with signal 0.
     assert_eq!(
         unsafe { libc::kill(-pgid, 0) },
@@ -267,11 +172,10 @@ fn kill_9_during_a_poke_then_restart() {
         .query_row("SELECT at FROM poke_log WHERE kind = 'poke'", [], |r| r.get(0))
         .unwrap();
 
-    let _restarted = Daemon::start(&env, &["--command-timeout", "1s"]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
-    ) == 1));
+    let _restarted = Daemon::start(&env.db, &["--command-timeout", "1s"]);
+    assert!(wait_for(Duration::from_secs(5), || env
+        .count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'")
+        == 1));
     // The orphaned command group is stopped by the new daemon.
     assert!(
         wait_for(Duration::from_secs(5), || unsafe { libc::kill(-pgid, 0) } != 0),
@@ -366,7 +270,7 @@ fn eight_writers_and_a_busy_daemon_lose_nothing() {
         );
     }
     add(&env, &["target", "--base", "1h"]);
-    let _daemon = Daemon::start(&env, &[]);
+    let _daemon = Daemon::start(&env.db, &[]);
     let writers: Vec<_> = (0..8)
         .map(|_| {
             let db = env.db.clone();
@@ -390,18 +294,10 @@ fn eight_writers_and_a_busy_daemon_lose_nothing() {
     let failures: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     assert!(failures.is_empty(), "writers failed: {failures:?}");
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE agent_id = 'target' AND kind = 'activity'"
-        ),
+        env.count("SELECT count(*) FROM poke_log WHERE agent_id = 'target' AND kind = 'activity'"),
         120
     );
-    assert!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND agent_id LIKE 'fast-%'"
-        ) > 40
-    );
+    assert!(env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke' AND agent_id LIKE 'fast-%'") > 40);
 }
 
 #[test]
@@ -423,7 +319,7 @@ fn status_record_and_heartbeat_files() {
             hb.to_str().unwrap(),
         ],
     );
-    let daemon = Daemon::start(&env, &[]);
+    let daemon = Daemon::start(&env.db, &[]);
     // The heartbeat file's modification time counts as activity when the agent comes due.
     let touch = || {
         let f = std::fs::File::options().write(true).open(&hb).unwrap();
@@ -432,10 +328,9 @@ fn status_record_and_heartbeat_files() {
     };
     touch();
     assert!(
-        wait_for(Duration::from_secs(5), || count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE kind = 'activity'"
-        ) >= 1),
+        wait_for(Duration::from_secs(5), || env
+            .count("SELECT count(*) FROM poke_log WHERE kind = 'activity'")
+            >= 1),
         "{}",
         daemon.log_text()
     );
@@ -471,13 +366,12 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
             "3",
         ],
     );
-    let daemon = Daemon::start(&env, &[]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
-    ) == 1));
+    let daemon = Daemon::start(&env.db, &[]);
+    assert!(wait_for(Duration::from_secs(5), || env
+        .count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'")
+        == 1));
     let ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.pid())).unwrap();
         let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
@@ -506,18 +400,15 @@ fn retain_prunes_old_log_rows_but_keeps_each_agents_newest() {
     }
     env.ok(&three_hours_ago, &["add", "gone", "--base", "1h"]);
     env.ok(&three_hours_ago, &["rm", "gone"]);
-    assert_eq!(count(&env, "SELECT count(*) FROM poke_log"), 5);
-    let _daemon = Daemon::start(&env, &["--retain", "1h"]);
+    assert_eq!(env.count("SELECT count(*) FROM poke_log"), 5);
+    let _daemon = Daemon::start(&env.db, &["--retain", "1h"]);
     // `old` is overdue, so it gets a new poke (and miss); every row from three hours ago then
     // goes, except `gone`'s newest (its `removed` row), which is evidence of its end.
     assert!(
-        wait_for(Duration::from_secs(5), || count(
-            &env,
-            &format!(
-                "SELECT count(*) FROM poke_log WHERE at <= {}",
-                poked::units::parse_rfc3339(&three_hours_ago).unwrap()
-            )
-        ) == 1),
+        wait_for(Duration::from_secs(5), || env.count(&format!(
+            "SELECT count(*) FROM poke_log WHERE at <= {}",
+            poked::units::parse_rfc3339(&three_hours_ago).unwrap()
+        )) == 1),
         "old rows were not pruned"
     );
     let kept: String = env
@@ -580,10 +471,7 @@ fn recovery_finds_a_command_whose_group_was_never_recorded() {
     assert!(stopped, "the interrupted poke's command survived recovery");
     assert!(bystander_alive, "recovery stopped a process of another poke");
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
-        ),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
         1
     );
 }

@@ -1,11 +1,11 @@
 //! The disk: durability settings, a full disk refused cleanly, and a `-wal` that stays
 //! bounded after a long reader.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, must, poked, wait_for};
-use crate::harness::{Auditor, Guarded, inspect, integrity, poked_check, recorded_daemon, scalar};
+use crate::harness::{Auditor, Daemon, inspect, integrity, poked_check, scalar};
 
 /// Power loss cannot be simulated here; what the suite can check is that a commit waits for
 /// the disk by default (`synchronous = FULL`): the store sets it on every connection and reads
@@ -103,20 +103,11 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
             "SELECT count(*) FROM poke_log WHERE agent_id = 'tick' AND kind = 'poke'",
         )
     };
-    let log = disk.dir.path().join("daemon.log");
-    let mut daemon = Guarded::new(
-        poked(&db)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = Daemon::try_start_logging_in(&db, &[], disk.dir.path()).unwrap();
     assert!(
         wait_for(Duration::from_secs(10), || ticks() >= 2),
         "the daemon does not poke"
     );
-    let alive = |daemon: &mut Guarded| daemon.running();
 
     // Below the guard's threshold, then with not a byte left.
     let reads: [&[&str]; 5] = [
@@ -160,12 +151,12 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(ticks(), refused_at, "{phase}: the daemon wrote on a full disk");
         assert!(
-            alive(&mut daemon),
+            daemon.running(),
             "{phase}: the daemon died: {}",
-            std::fs::read_to_string(&log).unwrap()
+            daemon.log_text()
         );
     }
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = daemon.log_text();
     assert_eq!(
         text.matches("disk full").count(),
         1,
@@ -181,14 +172,11 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
     assert!(
         wait_for(Duration::from_secs(20), || ticks() > freed),
         "the daemon did not resume: {}",
-        std::fs::read_to_string(&log).unwrap()
+        daemon.log_text()
     );
-    assert!(alive(&mut daemon));
+    assert!(daemon.running());
     must(&db, &["activity", "a"]);
-    // SAFETY: SIGTERM to our own unreaped child.
-    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
-    let status = daemon.take().wait().unwrap();
-    assert!(status.success(), "{status}");
+    daemon.stop().unwrap();
     integrity(&inspect(&db)).unwrap();
     poked_check(&db).unwrap();
     Auditor::new(&db).audit(&[], true).unwrap();
@@ -213,16 +201,7 @@ fn the_wal_shrinks_back_under_its_limit_soon_after_a_long_reader_ends() {
     let env = Env::new();
     let db = env.db.clone();
     must(&db, &["add", "w", "--base", "1h"]);
-    let daemon = Guarded::new(
-        poked(&db)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = i64::from(daemon.id());
-    assert!(wait_for(Duration::from_secs(10), || recorded_daemon(&db) == Some(pid)));
+    let daemon = Daemon::start(&db, &[]);
     let wal = poked::store::wal_path(&db);
     let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
 
@@ -279,8 +258,6 @@ fn the_wal_shrinks_back_under_its_limit_soon_after_a_long_reader_ends() {
         grown >> 20,
         wal_size() >> 10
     );
-    // SAFETY: SIGTERM to our own unreaped child.
-    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(daemon.take().wait().unwrap().success());
+    daemon.stop().unwrap();
     poked_check(&db).unwrap();
 }

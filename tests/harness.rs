@@ -1,7 +1,8 @@
 //! The harness for breaking poked on purpose and looking inside afterwards, shared by the
 //! crash, contention, disk, clock and soak tests:
 //!
-//! - [`Guarded`]: a child that never outlives its test;
+//! - [`Daemon`]: a `poked run` with its log in a file, started once it has recorded itself,
+//!   and never outliving its test; [`Guarded`] does the same for any other child;
 //! - kills: [`sigkill`] and [`wait_exited`] for the kill loops' own children, a seeded
 //!   [`Rng`] so a failing run can be replayed (`POKED_TEST_SEED`);
 //! - inspection: a connection that leaves the files as poked left them ([`inspect`]),
@@ -13,12 +14,166 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::common::poked;
+use crate::common::{poked, wait_for};
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+// ---------------------------------------------------------------------------------------------
+
+/// How long a daemon may take to start (open, migrate, recover, record itself) or to stop once
+/// asked, on a loaded machine. Far above what it needs; reached only when something is wrong.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Tells apart the log files of the daemons that share a folder.
+static DAEMONS: AtomicUsize = AtomicUsize::new(0);
+
+/// A `poked run` started by a test, its stderr in a log file. Dropping it stops it as a user
+/// would, with SIGTERM and, once the first was heard, a second that stops the commands in
+/// flight; SIGKILL only if that does not work. It is always reaped: no daemon or command
+/// outlives its test.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `poked run ARGS` on `db`, its log beside the database, and returns once the
+    /// daemon has recorded itself in the `daemon` table.
+    pub fn start(db: &Path, args: &[&str]) -> Daemon {
+        Daemon::try_start(db, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Daemon::start`], with a failure to start as an error.
+    pub fn try_start(db: &Path, args: &[&str]) -> Result<Daemon, String> {
+        let folder = db.parent().expect("the database's folder");
+        Daemon::try_start_logging_in(db, args, folder)
+    }
+
+    /// Like [`Daemon::try_start`], with the log in `log_dir`.
+    pub fn try_start_logging_in(db: &Path, args: &[&str], log_dir: &Path) -> Result<Daemon, String> {
+        let log = log_dir.join(format!("daemon-{}.log", DAEMONS.fetch_add(1, Ordering::SeqCst)));
+        let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = poked(db)
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot start poked run: {e}"))?;
+        let mut daemon = Daemon {
+            child: Some(child),
+            log,
+        };
+        let pid = i64::from(daemon.pid());
+        wait_for(PATIENCE, || recorded_daemon(db) == Some(pid) || !daemon.running());
+        if recorded_daemon(db) == Some(pid) {
+            Ok(daemon)
+        } else {
+            Err(format!(
+                "the daemon did not record itself within {PATIENCE:?}: {}",
+                daemon.log_text()
+            ))
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` to the daemon, which has not been reaped yet (its pid is still ours).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child, not reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
+    /// Whether it has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
+    /// Waits at most `within` for it to exit.
+    pub fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let mut status = None;
+        wait_for(within, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then exit 0 within [`PATIENCE`] (after the commands in flight end).
+    pub fn stop(mut self) -> Result<(), String> {
+        self.signal(libc::SIGTERM);
+        self.expect_clean_exit()
+    }
+
+    /// Two SIGTERMs, the second once the daemon has logged the first: it stops the commands
+    /// in flight (recorded `interrupted`) and exits 0 at once.
+    pub fn stop_now(mut self) -> Result<(), String> {
+        self.signal_twice(libc::SIGTERM);
+        self.expect_clean_exit()
+    }
+
+    /// SIGKILL, and reaped: a crash.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal_twice(&mut self, signal: i32) {
+        self.signal(signal);
+        let log = self.log.clone();
+        if let Some(child) = self.child.as_mut() {
+            wait_for(PATIENCE, || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.contains("stopping: no new pokes") || child.try_wait().unwrap().is_some()
+            });
+        }
+        self.signal(signal);
+    }
+
+    fn expect_clean_exit(&mut self) -> Result<(), String> {
+        match self.exit_within(PATIENCE) {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!("the daemon ended with {status}: {}", self.log_text())),
+            None => Err(format!(
+                "the daemon did not stop within {PATIENCE:?}: {}",
+                self.log_text()
+            )),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.running() {
+            self.signal_twice(libc::SIGTERM);
+            if self.exit_within(Duration::from_secs(10)).is_none() {
+                self.signal(libc::SIGKILL);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Kills and randomness.
@@ -496,11 +651,6 @@ impl Guarded {
 
     pub fn id(&self) -> u32 {
         self.0.as_ref().map_or(0, Child::id)
-    }
-
-    /// Whether it has not exited.
-    pub fn running(&mut self) -> bool {
-        self.0.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// The child, no longer guarded.
