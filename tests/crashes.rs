@@ -5,14 +5,15 @@
 //!   file and every agent's log audited after every kill; and its negative control
 //!   (`POKED_FAULT=split-transition`, debug builds only), which the same audit must catch;
 //! - kills while long commands run: one poke in flight per agent, `interrupted` after the
-//!   restart, no orphan process group, no poke sent again early.
+//!   restart, no orphan process group, no poke sent again early; and a command whose process
+//!   group the dead daemon never recorded, found by its poke id.
 //!
 //! The soak tier (tests/soak.rs) runs the same loops with bigger figures. Every test prints its
 //! figures on stderr (`-- --nocapture`); a kill loop prints its random seed, and
 //! `POKED_TEST_SEED=<seed>` replays its kill times.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -300,16 +301,23 @@ pub struct PokeKillFigures {
     pub in_flight_at_kill: usize,
     /// Of those, recorded `interrupted` after the restart.
     pub recorded_interrupted: usize,
+    /// Process groups of pokes in flight still alive after their daemon's death (so that the
+    /// restart has something to stop).
+    pub groups_outliving_daemon: usize,
     /// Process groups of interrupted pokes stopped by the restarted daemon.
     pub groups_stopped: usize,
+    /// Successive pokes of one agent, each found at least one wait after the one before.
+    pub pokes_spaced: usize,
     /// Looks at /proc by the watcher thread, none of which saw two pokes of one agent alive.
     pub scans: usize,
     pub elapsed: Duration,
 }
 
 /// Kills the daemon `kills` times while its agents' long commands run; checks after every
-/// restart that the interrupted pokes are recorded and their process groups are gone, and all
-/// along (a thread watching /proc) that no agent ever has two pokes' commands alive.
+/// kill that the commands outlived it, after every restart that the interrupted pokes are
+/// recorded and their process groups are gone, all along (a thread watching /proc) that no
+/// agent ever has two pokes' commands alive, and at the end that no agent was poked again
+/// before its wait was over (a restart does not send an interrupted poke again).
 pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<PokeKillFigures, String> {
     let started = Instant::now();
     let env = Env::new();
@@ -407,6 +415,17 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
                 .collect::<rusqlite::Result<_>>()
                 .unwrap();
             figures.in_flight_at_kill += previous.len();
+            // A command's process group is its own: the daemon's death does not end it, and
+            // the restarted daemon must.
+            let alive = poke_processes(&db);
+            for (log_id, pgid) in previous.iter().filter(|(_, pgid)| *pgid > 0) {
+                if !alive.iter().any(|p| i64::from(p.pgid) == *pgid) {
+                    return Err(format!(
+                        "kill {kill}: the command of poke {log_id} died with its daemon: the restart has nothing to stop"
+                    ));
+                }
+                figures.groups_outliving_daemon += 1;
+            }
         }
         // The second SIGTERM interrupts the commands in flight, so the stop is prompt.
         Daemon::try_start(&db, &[])?.stop_now()?;
@@ -423,6 +442,32 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
         }
         if !wait_for(Duration::from_secs(5), || poke_processes(&db).is_empty()) {
             return Err(format!("commands survived the end: {:?}", poke_processes(&db)));
+        }
+        // No agent is poked twice within one wait (jitter 0: the wait is the interval its poke
+        // row records), least of all right after a restart recovered its interrupted poke.
+        let conn = inspect(&db);
+        let mut stmt = conn
+            .prepare(
+                "SELECT agent_id, id, at, interval_ms, lead(at) OVER (PARTITION BY agent_id ORDER BY id)
+                 FROM poke_log WHERE kind = 'poke'",
+            )
+            .unwrap();
+        let pokes: Vec<(String, i64, i64, i64, Option<i64>)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for (agent, id, at, wait, next) in pokes {
+            let Some(next) = next else { continue };
+            if next < at + wait {
+                return Err(format!(
+                    "{agent} was poked again {} ms after poke {id}, before its wait of {wait} ms",
+                    next - at
+                ));
+            }
+            figures.pokes_spaced += 1;
         }
         poked_check(&db)
     })();
@@ -445,4 +490,51 @@ fn kills_during_pokes_leave_no_double_poke_and_no_orphan() {
     assert_eq!(f.kills, 50);
     assert!(f.in_flight_at_kill >= 50, "{f:?}");
     assert_eq!(f.recorded_interrupted, f.in_flight_at_kill);
+    assert!(f.groups_outliving_daemon >= 50, "{f:?}");
+    assert!(f.pokes_spaced >= 50, "{f:?}");
+}
+
+#[test]
+fn recovery_finds_a_command_whose_group_was_never_recorded() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    must(&env.db, &["add", "a", "--base", "1h"]);
+    // A daemon that died between starting a command and recording its process group leaves a
+    // pending poke with no pgid, and a live command that carries the poke in its environment.
+    let conn = env.sql();
+    conn.execute_batch(
+        "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, outcome)
+         VALUES ('a', 0, 'poke', 3600000, 0, 'pending')",
+    )
+    .unwrap();
+    let poke_id = conn.last_insert_rowid();
+    drop(conn);
+    let mut orphan = Command::new("sleep")
+        .arg("600")
+        .env("POKED_POKE_ID", poke_id.to_string())
+        .env("POKED_DB", &env.db)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // An unrelated process with another poke id must be left alone.
+    let mut bystander = Command::new("sleep")
+        .arg("600")
+        .env("POKED_POKE_ID", (poke_id + 1000).to_string())
+        .env("POKED_DB", &env.db)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    must(&env.db, &["run", "--once"]);
+    let stopped = wait_for(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some());
+    let bystander_alive = bystander.try_wait().unwrap().is_none();
+    let _ = orphan.kill();
+    let _ = orphan.wait();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(stopped, "the interrupted poke's command survived recovery");
+    assert!(bystander_alive, "recovery stopped a process of another poke");
+    assert_eq!(
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
+        1
+    );
 }
