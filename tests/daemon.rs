@@ -2,7 +2,6 @@
 //! signals, crash recovery, command hygiene, contention.
 
 use std::io::Read;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, wait_for};
@@ -181,54 +180,6 @@ fn command_timeout_kills_the_whole_group_and_caps_output() {
         (10..=1200).contains(&detail_len),
         "stderr kept: {detail_len} characters"
     );
-}
-
-#[test]
-fn eight_writers_and_a_busy_daemon_lose_nothing() {
-    let env = Env::new();
-    for i in 0..40 {
-        add(
-            &env,
-            &[
-                &format!("fast-{i:02}"),
-                "--base",
-                "100ms",
-                "--fresh",
-                "0s",
-                "--very-stale",
-                "0s",
-            ],
-        );
-    }
-    add(&env, &["target", "--base", "1h"]);
-    let _daemon = Daemon::start(&env.db, &[]);
-    let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let db = env.db.clone();
-            std::thread::spawn(move || {
-                let mut failures = Vec::new();
-                for _ in 0..15 {
-                    let out = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
-                        .env("POKED_DB", &db)
-                        .env_remove("POKED_NOW")
-                        .args(["activity", "target"])
-                        .output()
-                        .unwrap();
-                    if !out.status.success() {
-                        failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
-                    }
-                }
-                failures
-            })
-        })
-        .collect();
-    let failures: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-    assert!(failures.is_empty(), "writers failed: {failures:?}");
-    assert_eq!(
-        env.count("SELECT count(*) FROM poke_log WHERE agent_id = 'target' AND kind = 'activity'"),
-        120
-    );
-    assert!(env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke' AND agent_id LIKE 'fast-%'") > 40);
 }
 
 #[test]
