@@ -17,6 +17,27 @@ fn commits_wait_for_the_disk_by_default() {
     assert_eq!(Synchronous::default(), Synchronous::Full);
 }
 
+#[test]
+fn connection_pragmas_are_in_force() {
+    use poked::store::{OpenOptions, Store};
+    let env = Env::new();
+    let store = Store::open(
+        &env.db,
+        OpenOptions {
+            create: true,
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open store");
+    // The store checks these on every connection; the journal mode is also visible from outside.
+    drop(store);
+    let mode: String = env
+        .sql()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. A full disk.
 // ---------------------------------------------------------------------------------------------
