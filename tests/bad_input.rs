@@ -126,14 +126,6 @@ fn bad_ids_create_no_file() {
     );
 }
 
-#[test]
-fn read_commands_need_an_existing_database() {
-    let env = Env::new();
-    let out = env.at(T, &["list"]);
-    assert_error(&out, 1, "no database");
-    assert!(!env.db.exists());
-}
-
 // ---------------------------------------------------------------------------------------------
 // 5. Bad ids and values.
 // ---------------------------------------------------------------------------------------------

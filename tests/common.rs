@@ -65,7 +65,21 @@ impl Env {
 
 /// `poked` on `db`, with no fixed time, no inherited poked variables and stdin closed.
 pub fn poked(db: &Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("poked"));
+    poked_under(&[], db)
+}
+
+/// Like [`poked`], started through `wrapper`, a program and its first arguments to which the
+/// path of `poked` is appended (`setpriv --reuid=65534 ...`, `sh -c 'exec "$@"' ...`).
+pub fn poked_under(wrapper: &[&str], db: &Path) -> std::process::Command {
+    let bin = assert_cmd::cargo::cargo_bin!("poked");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+        None => std::process::Command::new(bin),
+    };
     for var in [
         "POKED_NOW",
         "POKED_DRAW",
@@ -89,6 +103,48 @@ pub fn must(db: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How long a command that should answer at once (a refusal, a read of a small file) may
+/// take: far above the milliseconds it needs even on a loaded machine, and below the 10 s a
+/// writer waits for a busy lock, so a command that waited for one fails.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// Runs `cmd` to its end, which must come within `within`: a command that should answer at
+/// once (a refusal, a read) but waits on a lock or hangs fails here instead of stalling the
+/// suite. Output is collected as it comes, so a chatty command cannot block on a full pipe.
+pub fn output_within(cmd: &mut std::process::Command, within: Duration) -> Output {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let read = |mut from: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = from.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// The bytes of a database file and its `-wal`/`-shm`-less companions (missing ones as None).

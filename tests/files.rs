@@ -1,4 +1,7 @@
-//! Bad files and paths: each gives a specific error and exit 1, and the file is left untouched.
+//! Bad files and paths: another program's database, a garbage, truncated, empty or damaged
+//! file, a newer schema, a directory, a read-only or another user's file, a missing database.
+//! Each gives a specific error and exit 1, and the file is left as it was. (A write creates a
+//! missing database and its folders, privately; a read creates nothing.)
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -6,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, assert_error, must, poked, tree};
+use crate::common::{Env, PROMPT, assert_error, must, output_within, poked, poked_under, tree};
 use crate::harness::{Rng, inspect, seeded_database};
 
 const T: &str = "2026-01-01T00:00:00Z";
@@ -129,43 +132,41 @@ fn an_unwritable_place_is_a_clear_error() {
         .output()
         .unwrap();
     assert_error(&out, 1, "/proc/poked-test");
-    let out = env
-        .cmd()
-        .args(["--db", "/nonexistent-dir/poked.db", "list"])
-        .output()
-        .unwrap();
-    assert_error(&out, 1, "no database");
+}
+
+/// `poked` on `db` run as `nobody` (uid 65534) through setpriv, when the tests run as root:
+/// root reads and writes whatever the file modes say, so only another user meets them.
+fn as_nobody(db: &Path) -> Option<Command> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    Some(poked_under(
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        db,
+    ))
 }
 
 #[test]
 fn a_read_only_database_is_refused_for_writing() {
     let env = seeded();
     let before = env.fingerprint();
-    let mut cmd = if unsafe { libc::geteuid() } == 0 {
-        // Root writes through file modes, so the check runs as `nobody` through setpriv.
-        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(assert_cmd::cargo::cargo_bin!("poked"));
-        cmd
-    } else {
-        std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o400)).unwrap();
-        std::process::Command::new(assert_cmd::cargo::cargo_bin!("poked"))
+    let mut cmd = match as_nobody(&env.db) {
+        Some(cmd) => {
+            // `nobody` may read the file and its folder, not write them.
+            std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
+            cmd
+        }
+        None => {
+            std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o400)).unwrap();
+            poked(&env.db)
+        }
     };
-    let out = cmd
-        .env("POKED_DB", &env.db)
-        .env("POKED_NOW", T)
-        .args(["miss", "a"])
-        .output()
-        .expect("setpriv");
+    let out = output_within(cmd.env("POKED_NOW", T).args(["miss", "a"]), PROMPT);
     assert_error(&out, 1, "read-only");
     assert!(env.fingerprint() == before, "a read-only database was changed");
 }
-
-// ---------------------------------------------------------------------------------------------
-// 7. Bad files and paths (beyond tests/files.rs).
-// ---------------------------------------------------------------------------------------------
 
 /// `(page number, owner)` of every page in use, from SQLite's `dbstat`.
 fn pages(db: &Path) -> Vec<(i64, String)> {
@@ -294,51 +295,30 @@ fn a_damaged_page_is_reported_as_corrupt_and_left_untouched() {
     );
 }
 
+/// A missing database, in an existing folder or a missing one: every command that needs it
+/// says so at once, naming the path, and creates neither the file nor its folder.
 #[test]
 fn read_commands_in_a_missing_folder_say_so_and_create_nothing() {
     let env = Env::new();
-    let db = env.dir.path().join("no/such/folder/poked.db");
-    for args in READS
-        .iter()
-        .copied()
-        .chain([&["activity", "a"][..], &["rm", "a"], &["pause", "a"]])
-    {
-        let started = Instant::now();
-        let out = poked(&db)
-            .current_dir(env.dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "poked {args:?} was slow"
-        );
-        crate::common::assert_error(&out, 1, "no database at");
-        crate::common::assert_error(&out, 1, &db.display().to_string());
+    for db in [
+        env.dir.path().join("poked.db"),
+        env.dir.path().join("no/such/folder/poked.db"),
+    ] {
+        for args in READS
+            .iter()
+            .copied()
+            .chain([&["activity", "a"][..], &["rm", "a"], &["pause", "a"]])
+        {
+            let out = output_within(poked(&db).current_dir(env.dir.path()).args(args), PROMPT);
+            assert_error(&out, 1, "no database at");
+            assert_error(&out, 1, &db.display().to_string());
+        }
     }
     assert_eq!(
         std::fs::read_dir(env.dir.path()).unwrap().count(),
         0,
-        "a folder was created"
+        "a file or folder was created"
     );
-}
-
-/// Runs poked as `nobody` (uid 65534) through setpriv, when the tests run as root.
-fn as_nobody(db: &Path, args: &[&str]) -> Option<std::process::Output> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(assert_cmd::cargo::cargo_bin!("poked"))
-        .args(args)
-        .env("POKED_DB", db)
-        .env_remove("POKED_NOW")
-        .env("NO_COLOR", "1")
-        .output()
-        .ok()?;
-    Some(out)
 }
 
 #[test]
@@ -346,28 +326,20 @@ fn a_database_owned_by_another_user_is_refused_untouched() {
     let env = Env::new();
     must(&env.db, &["add", "a"]);
     // The folder is open to all, the file is root's with mode 0600 (as poked creates it).
-    std::fs::set_permissions(
-        env.dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let before = tree(env.dir.path());
     for args in READS
         .iter()
         .copied()
         .chain([&["activity", "a"][..], &["add", "b"], &["init"]])
     {
-        let started = Instant::now();
-        let Some(out) = as_nobody(&env.db, args) else {
+        let Some(mut cmd) = as_nobody(&env.db) else {
             eprintln!("skipped: not root, so no other user to try as");
             return;
         };
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "poked {args:?} was slow"
-        );
+        let out = output_within(cmd.args(args), PROMPT);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        crate::common::assert_error(&out, 1, &env.db.display().to_string());
+        assert_error(&out, 1, &env.db.display().to_string());
         assert!(
             stderr.contains("permission denied") || stderr.contains("owned by"),
             "poked {args:?} as nobody: {stderr}"
