@@ -199,7 +199,7 @@ const READS: &[&[&str]] = &[
 fn a_damaged_page_is_reported_as_corrupt_and_left_untouched() {
     let env = Env::new();
     let pristine = env.dir.path().join("pristine.db");
-    seeded_database(&pristine, 300);
+    seeded_database(&pristine, 300, 8);
     let all = pages(&pristine);
     let mut rng = Rng::from_env("a_damaged_page");
     // A page of each table and index, and one anywhere but the header page.

@@ -672,9 +672,9 @@ impl Drop for Guarded {
 // Fixtures.
 // ---------------------------------------------------------------------------------------------
 
-/// A database with `agents` agents (`agent-000`, ...) and eight misses and activities each,
-/// written through the library (fast), so every table and index spans several pages.
-pub fn seeded_database(db: &Path, agents: usize) {
+/// A database with `agents` agents (`agent-000`, ...) and `transitions` misses and activities
+/// each, written through the library (fast), so every table and index spans several pages.
+pub fn seeded_database(db: &Path, agents: usize, transitions: i64) {
     use poked::agent::{AgentId, Settings};
     use poked::random::FixedDraw;
     use poked::store::{OpenOptions, Store, Synchronous};
@@ -692,7 +692,7 @@ pub fn seeded_database(db: &Path, agents: usize) {
     for i in 0..agents {
         let id = AgentId::parse(&format!("agent-{i:03}")).unwrap();
         store.add(&id, &Settings::default(), false, t0, &draw).unwrap();
-        for k in 0..8 {
+        for k in 0..transitions {
             let at = t0 + (k + 1) * 60_000;
             if k % 3 == 2 {
                 store.record_activity(&id, at, at, &draw).unwrap();

@@ -1,4 +1,4 @@
-//! What people see: the tables, JSON, the sqlite3 views, a closed pipe.
+//! What people see: the tables, JSON, the sqlite3 views.
 
 use crate::common::{Env, ms};
 
@@ -135,39 +135,6 @@ fn pause_and_resume_are_logged_once() {
         )
         .unwrap();
     assert_eq!(kinds, 2);
-}
-
-#[test]
-fn a_closed_pipe_is_a_normal_end() {
-    let env = Env::new();
-    {
-        let store = poked::store::Store::open(
-            &env.db,
-            poked::store::OpenOptions {
-                create: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let draw = poked::random::FixedDraw(0.0);
-        for i in 0..2000 {
-            let id = poked::agent::AgentId::parse(&format!("agent-{i:05}")).unwrap();
-            store
-                .add(&id, &poked::agent::Settings::default(), false, 0, &draw)
-                .unwrap();
-        }
-    }
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg("set -o pipefail; \"$0\" list | head -1")
-        .arg(assert_cmd::cargo::cargo_bin!("poked"))
-        .env("POKED_DB", &env.db)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}, stderr: {stderr}", out.status);
-    assert!(stderr.is_empty(), "stderr: {stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ID"));
 }
 
 #[test]
