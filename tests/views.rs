@@ -1,6 +1,6 @@
 //! What people see: the tables, JSON, the sqlite3 views.
 
-use crate::common::{Env, ms};
+use crate::common::Env;
 
 const T: &str = "2026-01-01T00:00:00Z";
 
@@ -135,22 +135,4 @@ fn pause_and_resume_are_logged_once() {
         )
         .unwrap();
     assert_eq!(kinds, 2);
-}
-
-#[test]
-fn activity_in_the_future_counts_as_now() {
-    let env = Env::new();
-    env.ok(T, &["add", "a"]);
-    env.ok(T, &["activity", "a", "--at", "2030-01-01T00:00:00Z"]);
-    let last: i64 = env
-        .sql()
-        .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(last, ms(T));
-    env.ok("2026-01-01T00:10:00Z", &["activity", "a", "--at", "7m"]);
-    let last: i64 = env
-        .sql()
-        .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(last, ms("2026-01-01T00:03:00Z"));
 }
