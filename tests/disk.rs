@@ -92,6 +92,11 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The daemon's passes on a full disk write nothing, and the test sees each pass happen
+/// through the agent `tick`'s heartbeat file, kept off the full disk: a pass reads it before it
+/// writes, and the daemon logs once when the file goes missing and once when it comes back.
+/// Each phase creates or removes the file and waits for that line, which proves a pass ran
+/// (and its write was refused) after the disk filled, instead of sleeping and hoping one did.
 #[test]
 fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
     let disk = match SmallDisk::mount("8m") {
@@ -101,6 +106,8 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
             return;
         }
     };
+    let outside = tempfile::tempdir().unwrap();
+    let heartbeat = outside.path().join("tick.heartbeat");
     let db = disk.dir.path().join("poked.db");
     must(&db, &["add", "a"]);
     must(
@@ -116,6 +123,8 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
             "0s",
             "--very-stale",
             "1h",
+            "--heartbeat-file",
+            heartbeat.to_str().unwrap(),
         ],
     );
     let ticks = || {
@@ -124,10 +133,16 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
             "SELECT count(*) FROM poke_log WHERE agent_id = 'tick' AND kind = 'poke'",
         )
     };
-    let mut daemon = Daemon::try_start_logging_in(&db, &[], disk.dir.path()).unwrap();
+    let rows = || scalar(&db, "SELECT count(*) FROM poke_log");
+    // Its log is off the full disk too, or the lines the test waits for could not be written.
+    let mut daemon = Daemon::try_start_logging_in(&db, &[], outside.path()).unwrap();
+    const MISSING: &str = "cannot read heartbeat file";
+    const BACK: &str = "heartbeat file is readable again";
     assert!(
-        wait_for(Duration::from_secs(10), || ticks() >= 2),
-        "the daemon does not poke"
+        wait_for(Duration::from_secs(10), || ticks() >= 2)
+            && daemon.wait_for_log(MISSING, 1, Duration::from_secs(10)),
+        "the daemon does not poke: {}",
+        daemon.log_text()
     );
 
     // Below the guard's threshold, then with not a byte left.
@@ -138,9 +153,14 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
         &["status"],
         &["check"],
     ];
-    for (phase, leave) in [
-        ("below the threshold", poked::store::space::MIN_FREE / 2),
-        ("completely full", 0),
+    let mut written = None;
+    for (phase, leave, heartbeat_line) in [
+        (
+            "below the threshold",
+            poked::store::space::MIN_FREE / 2,
+            (BACK, 1),
+        ),
+        ("completely full", 0, (MISSING, 2)),
     ] {
         disk.fill(&format!("filler-{}", leave), leave);
         assert!(disk.available() <= leave, "{phase}: could not fill the disk");
@@ -168,9 +188,22 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
             started.elapsed() < Duration::from_secs(10),
             "{phase}: slow refusals"
         );
-        let refused_at = ticks();
-        std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(ticks(), refused_at, "{phase}: the daemon wrote on a full disk");
+        // What the daemon had written when the disk filled (a pass it began just before may
+        // still have committed), and a pass after that: with the heartbeat file back, it tries
+        // to record its activity; with the file gone again, to poke.
+        let written = *written.get_or_insert_with(rows);
+        if heartbeat.exists() {
+            std::fs::remove_file(&heartbeat).unwrap();
+        } else {
+            std::fs::write(&heartbeat, b"").unwrap();
+        }
+        let (line, times) = heartbeat_line;
+        assert!(
+            daemon.wait_for_log(line, times, Duration::from_secs(20)),
+            "{phase}: no pass of the daemon read the heartbeat file: {}",
+            daemon.log_text()
+        );
+        assert_eq!(rows(), written, "{phase}: the daemon wrote on a full disk");
         assert!(
             daemon.running(),
             "{phase}: the daemon died: {}",
@@ -202,7 +235,8 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
     poked_check(&db).unwrap();
     Auditor::new(&db).audit(&[], true).unwrap();
     eprintln!(
-        "full disk: refused with exit 1 at {} KiB and at 0 bytes free; reads fine; the daemon resumed",
+        "full disk: refused with exit 1 at {} KiB and at 0 bytes free; reads fine; the daemon's \
+         passes wrote nothing, it logged it once and resumed",
         poked::store::space::MIN_FREE / 2048
     );
 }

@@ -116,6 +116,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits at most `within` until `times` lines of the log contain `needle`.
+    pub fn wait_for_log(&self, needle: &str, times: usize, within: Duration) -> bool {
+        wait_for(within, || {
+            self.log_text().lines().filter(|l| l.contains(needle)).count() >= times
+        })
+    }
+
     /// SIGTERM, then exit 0 within [`PATIENCE`] (after the commands in flight end).
     pub fn stop(mut self) -> Result<(), String> {
         self.signal(libc::SIGTERM);
