@@ -1,5 +1,6 @@
-//! The daemon through the real binary: pokes, waking on changes, one instance per database,
-//! signals, crash recovery, command hygiene, contention.
+//! The daemon's life through the real binary: pokes, waking on changes, one instance per
+//! database, signals, command hygiene, its status record, heartbeat files, `--retain`. (Its
+//! crashes are in crashes.rs, concurrent writers in contention.rs.)
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -31,33 +32,60 @@ fn pokes_new_agents_within_a_second_and_honours_hand_edits() {
     let env = Env::new();
     add(&env, &["far", "--base", "1h"]);
     let mut daemon = Daemon::start(&env.db, &[]);
+    // The daemon records its pass (`last_pass_at`) once the pass's pokes are committed, and
+    // then sleeps until `far` is due in an hour; a new agent must wake it.
     assert!(
-        wait_for(Duration::from_secs(5), || pokes(&env, "far") == 1),
+        wait_for(Duration::from_secs(10), || pokes(&env, "far") == 1
+            && env.count(
+                "SELECT count(*) FROM daemon WHERE last_pass_at IS NOT NULL"
+            ) == 1),
         "first poke"
     );
-    // The daemon now sleeps until `far` is due in an hour; a new agent must wake it.
-    std::thread::sleep(Duration::from_millis(300));
     let added = Instant::now();
     add(&env, &["new", "--base", "1h"]);
     assert!(
-        wait_for(Duration::from_secs(3), || pokes(&env, "new") == 1),
+        wait_for(Duration::from_secs(10), || pokes(&env, "new") == 1),
         "new agent not poked"
     );
     let took = added.elapsed();
     assert!(took < Duration::from_millis(1500), "woke after {took:?}");
 
-    // A pause by hand in SQL (as in the sqlite3 shell) is honoured without a signal.
+    // A pause by hand in SQL (as in the sqlite3 shell) is honoured without a signal. `beat`,
+    // poked every 200 ms, shows the daemon's passes going on meanwhile.
     add(
         &env,
         &["soon", "--base", "1s", "--fresh", "0s", "--very-stale", "0s"],
     );
-    assert!(wait_for(Duration::from_secs(3), || pokes(&env, "soon") >= 1));
+    add(
+        &env,
+        &["beat", "--base", "200ms", "--max", "200ms", "--fresh", "0s"],
+    );
+    assert!(wait_for(Duration::from_secs(10), || pokes(&env, "soon") >= 1));
     env.sql()
         .execute_batch("UPDATE agents SET paused = 1 WHERE id = 'soon'")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // A pass that read `soon` as due before the edit may still poke it. Of two pokes of
+    // `beat` after the edit, the second's pass began after the first was committed.
+    let edited = env.count("SELECT max(id) FROM poke_log");
+    let beats_after = |row: i64| {
+        env.count(&format!(
+            "SELECT count(*) FROM poke_log WHERE agent_id = 'beat' AND kind = 'poke' AND id > {row}"
+        ))
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || beats_after(edited) >= 2),
+        "the daemon stopped poking"
+    );
     let paused_at = pokes(&env, "soon");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Then passes go on until `soon` would have come due twice more.
+    let due_twice = env.count("SELECT last_poke_at + 2 * wait_ms FROM agents WHERE id = 'soon'");
+    let beat_since = format!(
+        "SELECT count(*) FROM poke_log WHERE agent_id = 'beat' AND kind = 'poke' AND at >= {due_twice}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || env.count(&beat_since) >= 1),
+        "the daemon stopped poking"
+    );
     assert_eq!(pokes(&env, "soon"), paused_at, "a paused agent was poked");
     assert_eq!(pokes(&env, "far"), 1, "poked twice within one wait");
 
@@ -117,8 +145,17 @@ fn a_second_sigint_interrupts_commands_in_flight() {
         .count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'")
         == 1));
     daemon.signal(libc::SIGINT);
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon has heard the signal, ended its loop, and waits for the command.
+    assert!(
+        daemon.wait_for_log("waiting for the commands in flight", 1, Duration::from_secs(10)),
+        "{}",
+        daemon.log_text()
+    );
     assert!(daemon.running(), "one SIGINT must wait for the command");
+    assert_eq!(
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
+        1
+    );
     daemon.signal(libc::SIGINT);
     assert_eq!(
         daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
@@ -257,15 +294,33 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
         let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
+    let (poke, at): (i64, i64) = env
+        .sql()
+        .query_row("SELECT id, at FROM poke_log WHERE outcome = 'pending'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
     let before = ticks();
-    std::thread::sleep(Duration::from_secs(2));
+    // The window ends when the command's outcome lands on its row, three seconds on.
+    let finished = format!("SELECT count(*) FROM poke_log WHERE id = {poke} AND outcome = 'ok'");
+    assert!(
+        wait_for(Duration::from_secs(20), || env.count(&finished) == 1),
+        "the command's outcome was not recorded"
+    );
     let used = ticks() - before;
-    // Clock ticks are 10 ms: a spinning loop would use about 200 in two seconds.
+    let ran = env.count(&format!("SELECT duration_ms FROM poke_log WHERE id = {poke}"));
+    assert!(ran >= 3000, "the command ran only {ran} ms");
+    // Clock ticks are 10 ms: a spinning loop would use about 300 in three seconds.
     assert!(
         used < 50,
-        "the daemon used {used} ticks in 2 s while a command ran"
+        "the daemon used {used} ticks in {ran} ms while a command ran"
     );
-    assert_eq!(pokes(&env, "slow"), 1, "poked again while its poke was in flight");
+    // Every later poke began after the command had ended.
+    let early = env.count(&format!(
+        "SELECT count(*) FROM poke_log WHERE agent_id = 'slow' AND kind = 'poke' AND id > {poke}
+         AND at < {at} + {ran}"
+    ));
+    assert_eq!(early, 0, "poked again while its poke was in flight");
 }
 
 #[test]
