@@ -2,7 +2,6 @@
 //! database, signals, command hygiene, its status record, heartbeat files, `--retain`. (Its
 //! crashes are in crashes.rs, concurrent writers in contention.rs.)
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, wait_for};
@@ -221,6 +220,7 @@ fn command_timeout_kills_the_whole_group_and_caps_output() {
 
 #[test]
 fn status_record_and_heartbeat_files() {
+    use poked::clock::{Clock, SystemClock};
     let env = Env::new();
     let hb = env.dir.path().join("hb");
     std::fs::write(&hb, b"").unwrap();
@@ -238,6 +238,8 @@ fn status_record_and_heartbeat_files() {
             hb.to_str().unwrap(),
         ],
     );
+    add(&env, &["tick", "--base", "1s", "--max", "1s", "--fresh", "0s"]);
+    let launched = SystemClock.now();
     let daemon = Daemon::start(&env.db, &[]);
     // The heartbeat file's modification time counts as activity when the agent comes due.
     let touch = || {
@@ -247,7 +249,7 @@ fn status_record_and_heartbeat_files() {
     };
     touch();
     assert!(
-        wait_for(Duration::from_secs(5), || env
+        wait_for(Duration::from_secs(10), || env
             .count("SELECT count(*) FROM poke_log WHERE kind = 'activity'")
             >= 1),
         "{}",
@@ -259,12 +261,47 @@ fn status_record_and_heartbeat_files() {
         .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
         .unwrap();
     assert!(last < 4_000_000_000_000, "a future mtime was stored as is");
-    let mut text = String::new();
-    std::fs::File::open(&daemon.log)
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    assert!(text.contains("poked daemon started"), "{text}");
+
+    // The daemon's record of itself, as `poked status --json` shows it: this pid, running,
+    // started after the test launched it, a pass since.
+    let record = || -> serde_json::Value {
+        let out = env.cmd().args(["status", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["daemon"].clone()
+    };
+    let time = |value: &serde_json::Value| -> i64 {
+        let text = value.as_str().unwrap_or_else(|| panic!("not a time: {value}"));
+        poked::units::parse_rfc3339(text).unwrap()
+    };
+    let running = record();
+    assert_eq!(running["running"], true, "{running}");
+    assert_eq!(running["pid"], daemon.pid(), "{running}");
+    assert!(running["stopped_at"].is_null(), "{running}");
+    let (started, last_pass) = (time(&running["started_at"]), time(&running["last_pass_at"]));
+    assert!(
+        launched <= started && started <= last_pass && last_pass <= SystemClock.now(),
+        "{running}"
+    );
+    // The last pass moves on with the pokes (`tick` is due every second).
+    let passed_since = format!("SELECT count(*) FROM daemon WHERE last_pass_at > {last_pass}");
+    assert!(
+        wait_for(Duration::from_secs(10), || env.count(&passed_since) == 1),
+        "{}",
+        daemon.log_text()
+    );
+    let later = record();
+    assert_eq!(later["running"], true, "{later}");
+    assert!(time(&later["last_pass_at"]) > last_pass, "{later}");
+    // Stopped: the record says so, and when.
+    daemon.stop().unwrap();
+    let stopped = record();
+    assert_eq!(stopped["running"], false, "{stopped}");
+    assert_eq!(stopped["pid"], running["pid"], "{stopped}");
+    assert_eq!(stopped["started_at"], running["started_at"], "{stopped}");
+    assert!(
+        time(&stopped["stopped_at"]) >= time(&stopped["last_pass_at"]),
+        "{stopped}"
+    );
 }
 
 #[test]
