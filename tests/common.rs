@@ -105,6 +105,11 @@ pub fn must(db: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// [`must`] with the arguments written as one line of words, none of which has a space.
+pub fn must_words(db: &Path, words: &str) -> String {
+    must(db, &words.split_whitespace().collect::<Vec<_>>())
+}
+
 /// How long a command that should answer at once (a refusal, a read of a small file) may
 /// take: far above the milliseconds it needs even on a loaded machine, and below the 10 s a
 /// writer waits for a busy lock, so a command that waited for one fails.

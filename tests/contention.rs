@@ -4,10 +4,10 @@
 //! The soak tier (tests/soak.rs) runs the same scenarios with bigger figures.
 
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, must, poked, wait_for};
+use crate::common::{Env, must, must_words, poked, poked_under, wait_for};
 use crate::harness::{Daemon, Guarded, inspect, integrity, poked_check, recorded_daemon, scalar};
 
 #[derive(Debug, Default)]
@@ -31,39 +31,15 @@ pub fn contention(processes: usize, each: usize) -> Result<ContentionFigures, St
     let env = Env::new();
     let db = env.db.clone();
     for i in 0..20 {
-        must(
+        must_words(
             &db,
-            &[
-                "add",
-                &format!("busy-{i:02}"),
-                "--base",
-                "100ms",
-                "--max",
-                "200ms",
-                "--fresh",
-                "0s",
-                "--very-stale",
-                "0s",
-            ],
+            &format!("add busy-{i:02} --base 100ms --max 200ms --fresh 0s --very-stale 0s"),
         );
     }
     // Never very stale: every miss of `target` is a writer's; the daemon only pokes it.
-    must(
+    must_words(
         &db,
-        &[
-            "add",
-            "target",
-            "--base",
-            "100ms",
-            "--max",
-            "1h",
-            "--strategy",
-            "fixed",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "24h",
-        ],
+        "add target --base 100ms --max 1h --strategy fixed --fresh 0s --very-stale 24h",
     );
     must(&db, &["activity", "target"]);
     let daemon = Daemon::try_start(&db, &[])?;
@@ -154,31 +130,20 @@ pub fn simultaneous_creation(rounds: usize) -> Result<Duration, String> {
             .write(true)
             .open(&gate)
             .unwrap();
-        let bin = assert_cmd::cargo::cargo_bin!("poked");
-        let sh = |args: &str| {
-            let mut cmd = Command::new("sh");
-            cmd.args([
-                "-c",
-                &format!("read _ < '{}'; exec '{}' {args}", gate.display(), bin.display()),
-            ]);
-            for var in [
-                "POKED_NOW",
-                "POKED_DRAW",
-                "POKED_SYNCHRONOUS",
-                "POKED_FAULT",
-                "XDG_STATE_HOME",
-            ] {
-                cmd.env_remove(var);
-            }
-            cmd.env("POKED_DB", &db)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
+        // The shell waits at the gate, then becomes `poked ARGS`.
+        let sh = |args: &[&str]| {
+            let gate = gate.to_str().unwrap();
+            poked_under(&["sh", "-c", "read _ < \"$0\"; exec \"$@\"", gate], &db)
+                .args(args)
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            cmd.spawn().expect("spawn sh")
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn sh")
         };
-        let daemon = Guarded::new(sh("run"));
-        let clis: Vec<Child> = (0..4).map(|i| sh(&format!("add agent-{i} --base 1h"))).collect();
+        let daemon = Guarded::new(sh(&["run"]));
+        let clis: Vec<Child> = (0..4)
+            .map(|i| sh(&["add", &format!("agent-{i}"), "--base", "1h"]))
+            .collect();
         let pids: Vec<u32> = clis.iter().map(Child::id).chain([daemon.id()]).collect();
         let at_gate = |pid: u32| {
             std::fs::read_dir(format!("/proc/{pid}/fd"))

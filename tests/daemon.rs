@@ -17,6 +17,25 @@ fn pokes(env: &Env, agent: &str) -> i64 {
         .unwrap()
 }
 
+/// Waits for the daemon to exit, and it must exit 0.
+fn exits_cleanly(daemon: &mut Daemon) {
+    assert_eq!(
+        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+/// A daemon whose one agent's command (`command`) is running.
+fn poke_in_flight(env: &Env, command: &[&str]) -> Daemon {
+    add(env, &[&["agent", "--base", "1h", "--"][..], command].concat());
+    let daemon = Daemon::start(&env.db, &[]);
+    let pending = "SELECT count(*) FROM poke_log WHERE outcome = 'pending'";
+    assert!(wait_for(Duration::from_secs(10), || env.count(pending) == 1));
+    daemon
+}
+
 fn add(env: &Env, args: &[&str]) {
     let out = env.cmd().arg("add").args(args).output().unwrap();
     assert!(
@@ -89,12 +108,7 @@ fn pokes_new_agents_within_a_second_and_honours_hand_edits() {
     assert_eq!(pokes(&env, "far"), 1, "poked twice within one wait");
 
     daemon.signal(libc::SIGTERM);
-    assert_eq!(
-        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        daemon.log_text()
-    );
+    exits_cleanly(&mut daemon);
     assert!(env.count("SELECT count(*) FROM daemon WHERE stopped_at IS NOT NULL") == 1);
 }
 
@@ -112,18 +126,9 @@ fn a_second_daemon_is_refused_naming_the_first() {
 #[test]
 fn sigterm_waits_for_pokes_in_flight_and_leaves_none_pending() {
     let env = Env::new();
-    add(&env, &["slow", "--base", "1h", "--", "sleep", "1"]);
-    let mut daemon = Daemon::start(&env.db, &[]);
-    assert!(wait_for(Duration::from_secs(5), || env
-        .count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'")
-        == 1));
+    let mut daemon = poke_in_flight(&env, &["sleep", "1"]);
     daemon.signal(libc::SIGTERM);
-    assert_eq!(
-        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        daemon.log_text()
-    );
+    exits_cleanly(&mut daemon);
     assert_eq!(
         env.count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
         0
@@ -138,11 +143,7 @@ fn sigterm_waits_for_pokes_in_flight_and_leaves_none_pending() {
 #[test]
 fn a_second_sigint_interrupts_commands_in_flight() {
     let env = Env::new();
-    add(&env, &["stuck", "--base", "1h", "--", "sleep", "600"]);
-    let mut daemon = Daemon::start(&env.db, &[]);
-    assert!(wait_for(Duration::from_secs(5), || env
-        .count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'")
-        == 1));
+    let mut daemon = poke_in_flight(&env, &["sleep", "600"]);
     daemon.signal(libc::SIGINT);
     // The daemon has heard the signal, ended its loop, and waits for the command.
     assert!(
@@ -156,12 +157,7 @@ fn a_second_sigint_interrupts_commands_in_flight() {
         1
     );
     daemon.signal(libc::SIGINT);
-    assert_eq!(
-        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        daemon.log_text()
-    );
+    exits_cleanly(&mut daemon);
     assert_eq!(
         env.count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
         1

@@ -89,12 +89,7 @@ fn an_empty_file_is_initialised_by_init_only() {
 #[test]
 fn a_directory_is_not_a_database() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .env("POKED_NOW", T)
-        .args(["--db", env.dir.path().to_str().unwrap(), "init"])
-        .output()
-        .unwrap();
+    let out = env.at(T, &["--db", env.dir.path().to_str().unwrap(), "init"]);
     assert_error(&out, 1, "directory");
 }
 
@@ -102,13 +97,7 @@ fn a_directory_is_not_a_database() {
 fn missing_folders_are_created_with_private_modes() {
     let env = Env::new();
     let db = env.dir.path().join("deep/er/poked.db");
-    let out = env
-        .cmd()
-        .env("POKED_NOW", T)
-        .args(["--db", db.to_str().unwrap(), "add", "a"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.ok(T, &["--db", db.to_str().unwrap(), "add", "a"]);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&db), 0o600);
     assert_eq!(mode(db.parent().unwrap()), 0o700);
@@ -125,12 +114,7 @@ fn missing_folders_are_created_with_private_modes() {
 #[test]
 fn an_unwritable_place_is_a_clear_error() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .env("POKED_NOW", T)
-        .args(["--db", "/proc/poked-test/poked.db", "add", "a"])
-        .output()
-        .unwrap();
+    let out = env.at(T, &["--db", "/proc/poked-test/poked.db", "add", "a"]);
     assert_error(&out, 1, "/proc/poked-test");
 }
 

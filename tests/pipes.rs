@@ -102,6 +102,19 @@ fn piped_into_head(env: &Env, args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// What `poked ARGS | head -1` printed, once it has ended with exit 0 and nothing on stderr.
+fn quiet_end(env: &Env, args: &[&str]) -> Vec<u8> {
+    let out = piped_into_head(env, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "poked {args:?} | head -1: {}: {stderr}",
+        out.status
+    );
+    assert!(stderr.is_empty(), "poked {args:?} | head -1 complained: {stderr}");
+    out.stdout
+}
+
 #[test]
 fn a_closed_pipe_ends_output_quietly() {
     let env = Env::new();
@@ -129,16 +142,8 @@ fn a_closed_pipe_ends_output_quietly() {
             printed.len()
         );
         let first_line = printed.split_inclusive(|b| *b == b'\n').next().unwrap();
-        let out = piped_into_head(&env, args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "poked {args:?} | head -1: {}: {stderr}",
-            out.status
-        );
-        assert!(stderr.is_empty(), "poked {args:?} | head -1 complained: {stderr}");
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&quiet_end(&env, args)),
             String::from_utf8_lossy(first_line),
             "poked {args:?} | head -1"
         );
@@ -149,15 +154,8 @@ fn a_closed_pipe_ends_output_quietly() {
         &["history", "--follow", "--limit", "2"][..],
         &["history", "--follow", "--json", "--limit", "2"],
     ] {
-        let out = piped_into_head(&env, args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "poked {args:?} | head -1: {}: {stderr}",
-            out.status
-        );
-        assert!(stderr.is_empty(), "poked {args:?} | head -1 complained: {stderr}");
-        assert_eq!(out.stdout.iter().filter(|b| **b == b'\n').count(), 1);
+        let head = quiet_end(&env, args);
+        assert_eq!(head.iter().filter(|b| **b == b'\n').count(), 1);
     }
     eprintln!(
         "closed pipes: {} commands each printing at least {} KiB, and an idle follow, piped into \
