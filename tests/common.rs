@@ -1,10 +1,11 @@
-//! Helpers shared by the integration tests.
+//! Small helpers every topic uses: a temporary database, running `poked` on it, bounded waits,
+//! and snapshots that prove a command changed nothing. The heavier machinery for breaking
+//! poked on purpose (daemons, kills, the log auditor, /proc scans) is in `harness.rs`.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use tempfile::TempDir;
 
 /// A temporary directory with a database path in it.
@@ -21,13 +22,8 @@ impl Env {
     }
 
     /// `poked` on this database with no fixed time and no inherited poked variables.
-    pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("poked"));
-        for var in ["POKED_NOW", "POKED_DRAW", "POKED_SYNCHRONOUS", "XDG_STATE_HOME"] {
-            cmd.env_remove(var);
-        }
-        cmd.env("POKED_DB", &self.db).env("NO_COLOR", "1");
-        cmd
+    pub fn cmd(&self) -> assert_cmd::Command {
+        assert_cmd::Command::from_std(poked(&self.db))
     }
 
     /// `poked ARGS` at the fixed time `now` (RFC 3339).
@@ -56,9 +52,103 @@ impl Env {
         rusqlite::Connection::open(&self.db).expect("open db")
     }
 
+    /// One integer from `sql`.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.sql().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     /// The database and its WAL, hashed, to prove a command changed nothing.
     pub fn fingerprint(&self) -> Vec<(String, Option<Vec<u8>>)> {
         fingerprint(&self.db)
+    }
+}
+
+/// `poked` on `db`, with no fixed time, no inherited poked variables and stdin closed.
+pub fn poked(db: &Path) -> std::process::Command {
+    poked_under(&[], db)
+}
+
+/// Like [`poked`], started through `wrapper`, a program and its first arguments to which the
+/// path of `poked` is appended (`setpriv --reuid=65534 ...`, `sh -c 'exec "$@"' ...`).
+pub fn poked_under(wrapper: &[&str], db: &Path) -> std::process::Command {
+    let bin = assert_cmd::cargo::cargo_bin!("poked");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+        None => std::process::Command::new(bin),
+    };
+    for var in [
+        "POKED_NOW",
+        "POKED_DRAW",
+        "POKED_SYNCHRONOUS",
+        "POKED_FAULT",
+        "XDG_STATE_HOME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("POKED_DB", db).env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `poked ARGS` on `db` and insists on success.
+pub fn must(db: &Path, args: &[&str]) -> String {
+    let out = poked(db).args(args).output().expect("run poked");
+    assert!(
+        out.status.success(),
+        "poked {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`must`] with the arguments written as one line of words, none of which has a space.
+pub fn must_words(db: &Path, words: &str) -> String {
+    must(db, &words.split_whitespace().collect::<Vec<_>>())
+}
+
+/// How long a command that should answer at once (a refusal, a read of a small file) may
+/// take: far above the milliseconds it needs even on a loaded machine, and below the 10 s a
+/// writer waits for a busy lock, so a command that waited for one fails.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// Runs `cmd` to its end, which must come within `within`: a command that should answer at
+/// once (a refusal, a read) but waits on a lock or hangs fails here instead of stalling the
+/// suite. Output is collected as it comes, so a chatty command cannot block on a full pipe.
+pub fn output_within(cmd: &mut std::process::Command, within: Duration) -> Output {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let read = |mut from: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = from.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
 
@@ -73,6 +163,26 @@ pub fn fingerprint(db: &Path) -> Vec<(String, Option<Vec<u8>>)> {
             (suffix.to_string(), bytes)
         })
         .collect()
+}
+
+/// Every file and folder below `dir`, with the files' bytes, to prove a command created or
+/// changed nothing there.
+pub fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.push((path.clone(), Vec::new()));
+                todo.push(path);
+            } else {
+                found.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time.

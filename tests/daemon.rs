@@ -1,96 +1,11 @@
-//! The daemon through the real binary: pokes, waking on changes, one instance per database,
-//! signals, crash recovery, command hygiene, contention.
+//! The daemon's life through the real binary: pokes, waking on changes, one instance per
+//! database, signals, command hygiene, its status record, heartbeat files, `--retain`. (Its
+//! crashes are in crashes.rs, concurrent writers in contention.rs.)
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, wait_for};
-
-/// A running `poked run`, killed and reaped when dropped.
-pub struct Daemon {
-    pub child: Child,
-    pub log: std::path::PathBuf,
-}
-
-impl Daemon {
-    pub fn start(env: &Env, args: &[&str]) -> Daemon {
-        let log = env
-            .dir
-            .path()
-            .join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
-            .env("POKED_DB", &env.db)
-            .env_remove("POKED_NOW")
-            .env("NO_COLOR", "1")
-            .arg("run")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start daemon");
-        let daemon = Daemon { child, log };
-        // Started means: recorded itself in the database.
-        assert!(
-            wait_for(Duration::from_secs(10), || daemon_pid(env)
-                == Some(i64::from(daemon.child.id()))),
-            "daemon did not start: {}",
-            daemon.log_text()
-        );
-        daemon
-    }
-
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
-    /// Waits for the daemon to exit, up to `timeout`; returns its exit code.
-    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    /// Stops the daemon the way a user would, twice: the second signal stops the commands in
-    /// flight, so none outlives the test. SIGKILL only if it does not exit in time.
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.signal(libc::SIGTERM);
-            std::thread::sleep(Duration::from_millis(50));
-            self.signal(libc::SIGTERM);
-            if self.wait(Duration::from_secs(10)).is_none() {
-                let _ = self.child.kill();
-            }
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon_pid(env: &Env) -> Option<i64> {
-    let conn = rusqlite::Connection::open(&env.db).ok()?;
-    conn.query_row("SELECT pid FROM daemon WHERE stopped_at IS NULL", [], |r| {
-        r.get(0)
-    })
-    .ok()
-}
-
-fn count(env: &Env, sql: &str) -> i64 {
-    env.sql().query_row(sql, [], |r| r.get(0)).unwrap()
-}
+use crate::harness::Daemon;
 
 fn pokes(env: &Env, agent: &str) -> i64 {
     env.sql()
@@ -100,6 +15,25 @@ fn pokes(env: &Env, agent: &str) -> i64 {
             |r| r.get(0),
         )
         .unwrap()
+}
+
+/// Waits for the daemon to exit, and it must exit 0.
+fn exits_cleanly(daemon: &mut Daemon) {
+    assert_eq!(
+        daemon.exit_within(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+/// A daemon whose one agent's command (`command`) is running.
+fn poke_in_flight(env: &Env, command: &[&str]) -> Daemon {
+    add(env, &[&["agent", "--base", "1h", "--"][..], command].concat());
+    let daemon = Daemon::start(&env.db, &[]);
+    let pending = "SELECT count(*) FROM poke_log WHERE outcome = 'pending'";
+    assert!(wait_for(Duration::from_secs(10), || env.count(pending) == 1));
+    daemon
 }
 
 fn add(env: &Env, args: &[&str]) {
@@ -115,54 +49,76 @@ fn add(env: &Env, args: &[&str]) {
 fn pokes_new_agents_within_a_second_and_honours_hand_edits() {
     let env = Env::new();
     add(&env, &["far", "--base", "1h"]);
-    let mut daemon = Daemon::start(&env, &[]);
+    let mut daemon = Daemon::start(&env.db, &[]);
+    // The daemon records its pass (`last_pass_at`) once the pass's pokes are committed, and
+    // then sleeps until `far` is due in an hour; a new agent must wake it.
     assert!(
-        wait_for(Duration::from_secs(5), || pokes(&env, "far") == 1),
+        wait_for(Duration::from_secs(10), || pokes(&env, "far") == 1
+            && env.count(
+                "SELECT count(*) FROM daemon WHERE last_pass_at IS NOT NULL"
+            ) == 1),
         "first poke"
     );
-    // The daemon now sleeps until `far` is due in an hour; a new agent must wake it.
-    std::thread::sleep(Duration::from_millis(300));
     let added = Instant::now();
     add(&env, &["new", "--base", "1h"]);
     assert!(
-        wait_for(Duration::from_secs(3), || pokes(&env, "new") == 1),
+        wait_for(Duration::from_secs(10), || pokes(&env, "new") == 1),
         "new agent not poked"
     );
     let took = added.elapsed();
     assert!(took < Duration::from_millis(1500), "woke after {took:?}");
 
-    // A pause by hand in SQL (as in the sqlite3 shell) is honoured without a signal.
+    // A pause by hand in SQL (as in the sqlite3 shell) is honoured without a signal. `beat`,
+    // poked every 200 ms, shows the daemon's passes going on meanwhile.
     add(
         &env,
         &["soon", "--base", "1s", "--fresh", "0s", "--very-stale", "0s"],
     );
-    assert!(wait_for(Duration::from_secs(3), || pokes(&env, "soon") >= 1));
+    add(
+        &env,
+        &["beat", "--base", "200ms", "--max", "200ms", "--fresh", "0s"],
+    );
+    assert!(wait_for(Duration::from_secs(10), || pokes(&env, "soon") >= 1));
     env.sql()
         .execute_batch("UPDATE agents SET paused = 1 WHERE id = 'soon'")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // A pass that read `soon` as due before the edit may still poke it. Of two pokes of
+    // `beat` after the edit, the second's pass began after the first was committed.
+    let edited = env.count("SELECT max(id) FROM poke_log");
+    let beats_after = |row: i64| {
+        env.count(&format!(
+            "SELECT count(*) FROM poke_log WHERE agent_id = 'beat' AND kind = 'poke' AND id > {row}"
+        ))
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || beats_after(edited) >= 2),
+        "the daemon stopped poking"
+    );
     let paused_at = pokes(&env, "soon");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Then passes go on until `soon` would have come due twice more.
+    let due_twice = env.count("SELECT last_poke_at + 2 * wait_ms FROM agents WHERE id = 'soon'");
+    let beat_since = format!(
+        "SELECT count(*) FROM poke_log WHERE agent_id = 'beat' AND kind = 'poke' AND at >= {due_twice}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || env.count(&beat_since) >= 1),
+        "the daemon stopped poking"
+    );
     assert_eq!(pokes(&env, "soon"), paused_at, "a paused agent was poked");
     assert_eq!(pokes(&env, "far"), 1, "poked twice within one wait");
 
     daemon.signal(libc::SIGTERM);
-    assert_eq!(
-        daemon.wait(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        daemon.log_text()
-    );
-    assert!(count(&env, "SELECT count(*) FROM daemon WHERE stopped_at IS NOT NULL") == 1);
+    exits_cleanly(&mut daemon);
+    assert!(env.count("SELECT count(*) FROM daemon WHERE stopped_at IS NOT NULL") == 1);
 }
 
 #[test]
 fn a_second_daemon_is_refused_naming_the_first() {
     let env = Env::new();
     add(&env, &["a", "--base", "1h"]);
-    let daemon = Daemon::start(&env, &[]);
+    let daemon = Daemon::start(&env.db, &[]);
     let out = env.cmd().arg("run").output().unwrap();
-    crate::common::assert_error(&out, 1, &format!("pid {}", daemon.child.id()));
+    crate::common::assert_error(&out, 1, &format!("pid {}", daemon.pid()));
     let out = env.cmd().args(["run", "--once"]).output().unwrap();
     crate::common::assert_error(&out, 1, "already runs");
 }
@@ -170,25 +126,15 @@ fn a_second_daemon_is_refused_naming_the_first() {
 #[test]
 fn sigterm_waits_for_pokes_in_flight_and_leaves_none_pending() {
     let env = Env::new();
-    add(&env, &["slow", "--base", "1h", "--", "sleep", "1"]);
-    let mut daemon = Daemon::start(&env, &[]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
-    ) == 1));
+    let mut daemon = poke_in_flight(&env, &["sleep", "1"]);
     daemon.signal(libc::SIGTERM);
+    exits_cleanly(&mut daemon);
     assert_eq!(
-        daemon.wait(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        daemon.log_text()
-    );
-    assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
         0
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'ok'"),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'ok'"),
         1,
         "the poke in flight was not recorded"
     );
@@ -197,104 +143,24 @@ fn sigterm_waits_for_pokes_in_flight_and_leaves_none_pending() {
 #[test]
 fn a_second_sigint_interrupts_commands_in_flight() {
     let env = Env::new();
-    add(&env, &["stuck", "--base", "1h", "--", "sleep", "600"]);
-    let mut daemon = Daemon::start(&env, &[]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
-    ) == 1));
+    let mut daemon = poke_in_flight(&env, &["sleep", "600"]);
     daemon.signal(libc::SIGINT);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        daemon.child.try_wait().unwrap(),
-        None,
-        "one SIGINT must wait for the command"
-    );
-    daemon.signal(libc::SIGINT);
-    assert_eq!(
-        daemon.wait(Duration::from_secs(10)),
-        Some(0),
+    // The daemon has heard the signal, ended its loop, and waits for the command.
+    assert!(
+        daemon.wait_for_log("waiting for the commands in flight", 1, Duration::from_secs(10)),
         "{}",
         daemon.log_text()
     );
+    assert!(daemon.running(), "one SIGINT must wait for the command");
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
-        ),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
         1
     );
-}
-
-#[test]
-fn kill_9_during_a_poke_then_restart() {
-    let env = Env::new();
-    let pidfile = env.dir.path().join("child.pid");
-    let script = format!("echo $$ > {}; sleep 600 & sleep 600", pidfile.display());
-    add(
-        &env,
-        &[
-            "long",
-            "--base",
-            "4s",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    let mut daemon = Daemon::start(&env, &[]);
-    assert!(wait_for(Duration::from_secs(5), || pidfile.exists()
-        && count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE pgid IS NOT NULL"
-        ) == 1));
-    let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    daemon.signal(libc::SIGKILL);
-    daemon.wait(Duration::from_secs(5));
-    // SAFETY: probing a process group with signal 0.
+    daemon.signal(libc::SIGINT);
+    exits_cleanly(&mut daemon);
     assert_eq!(
-        unsafe { libc::kill(-pgid, 0) },
-        0,
-        "the command died with the daemon; the test proves nothing"
-    );
-    let first_poke: i64 = env
-        .sql()
-        .query_row("SELECT at FROM poke_log WHERE kind = 'poke'", [], |r| r.get(0))
-        .unwrap();
-
-    let _restarted = Daemon::start(&env, &["--command-timeout", "1s"]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
-    ) == 1));
-    // The orphaned command group is stopped by the new daemon.
-    assert!(
-        wait_for(Duration::from_secs(5), || unsafe { libc::kill(-pgid, 0) } != 0),
-        "the interrupted poke's process group survived the restart"
-    );
-    // Not re-sent before its next due time (first poke + 4s).
-    let second_poke = || -> Option<i64> {
-        env.sql()
-            .query_row(
-                "SELECT at FROM poke_log WHERE kind = 'poke' ORDER BY id LIMIT 1 OFFSET 1",
-                [],
-                |r| r.get(0),
-            )
-            .ok()
-    };
-    assert!(
-        wait_for(Duration::from_secs(10), || second_poke().is_some()),
-        "never poked again"
-    );
-    let gap = second_poke().unwrap() - first_poke;
-    assert!(
-        gap >= 4000,
-        "poked again {gap} ms after the interrupted poke, before its wait of 4s"
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
+        1
     );
 }
 
@@ -349,63 +215,8 @@ fn command_timeout_kills_the_whole_group_and_caps_output() {
 }
 
 #[test]
-fn eight_writers_and_a_busy_daemon_lose_nothing() {
-    let env = Env::new();
-    for i in 0..40 {
-        add(
-            &env,
-            &[
-                &format!("fast-{i:02}"),
-                "--base",
-                "100ms",
-                "--fresh",
-                "0s",
-                "--very-stale",
-                "0s",
-            ],
-        );
-    }
-    add(&env, &["target", "--base", "1h"]);
-    let _daemon = Daemon::start(&env, &[]);
-    let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let db = env.db.clone();
-            std::thread::spawn(move || {
-                let mut failures = Vec::new();
-                for _ in 0..15 {
-                    let out = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
-                        .env("POKED_DB", &db)
-                        .env_remove("POKED_NOW")
-                        .args(["activity", "target"])
-                        .output()
-                        .unwrap();
-                    if !out.status.success() {
-                        failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
-                    }
-                }
-                failures
-            })
-        })
-        .collect();
-    let failures: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-    assert!(failures.is_empty(), "writers failed: {failures:?}");
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE agent_id = 'target' AND kind = 'activity'"
-        ),
-        120
-    );
-    assert!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND agent_id LIKE 'fast-%'"
-        ) > 40
-    );
-}
-
-#[test]
 fn status_record_and_heartbeat_files() {
+    use poked::clock::{Clock, SystemClock};
     let env = Env::new();
     let hb = env.dir.path().join("hb");
     std::fs::write(&hb, b"").unwrap();
@@ -423,7 +234,9 @@ fn status_record_and_heartbeat_files() {
             hb.to_str().unwrap(),
         ],
     );
-    let daemon = Daemon::start(&env, &[]);
+    add(&env, &["tick", "--base", "1s", "--max", "1s", "--fresh", "0s"]);
+    let launched = SystemClock.now();
+    let daemon = Daemon::start(&env.db, &[]);
     // The heartbeat file's modification time counts as activity when the agent comes due.
     let touch = || {
         let f = std::fs::File::options().write(true).open(&hb).unwrap();
@@ -432,10 +245,9 @@ fn status_record_and_heartbeat_files() {
     };
     touch();
     assert!(
-        wait_for(Duration::from_secs(5), || count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE kind = 'activity'"
-        ) >= 1),
+        wait_for(Duration::from_secs(10), || env
+            .count("SELECT count(*) FROM poke_log WHERE kind = 'activity'")
+            >= 1),
         "{}",
         daemon.log_text()
     );
@@ -445,12 +257,47 @@ fn status_record_and_heartbeat_files() {
         .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
         .unwrap();
     assert!(last < 4_000_000_000_000, "a future mtime was stored as is");
-    let mut text = String::new();
-    std::fs::File::open(&daemon.log)
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    assert!(text.contains("poked daemon started"), "{text}");
+
+    // The daemon's record of itself, as `poked status --json` shows it: this pid, running,
+    // started after the test launched it, a pass since.
+    let record = || -> serde_json::Value {
+        let out = env.cmd().args(["status", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["daemon"].clone()
+    };
+    let time = |value: &serde_json::Value| -> i64 {
+        let text = value.as_str().unwrap_or_else(|| panic!("not a time: {value}"));
+        poked::units::parse_rfc3339(text).unwrap()
+    };
+    let running = record();
+    assert_eq!(running["running"], true, "{running}");
+    assert_eq!(running["pid"], daemon.pid(), "{running}");
+    assert!(running["stopped_at"].is_null(), "{running}");
+    let (started, last_pass) = (time(&running["started_at"]), time(&running["last_pass_at"]));
+    assert!(
+        launched <= started && started <= last_pass && last_pass <= SystemClock.now(),
+        "{running}"
+    );
+    // The last pass moves on with the pokes (`tick` is due every second).
+    let passed_since = format!("SELECT count(*) FROM daemon WHERE last_pass_at > {last_pass}");
+    assert!(
+        wait_for(Duration::from_secs(10), || env.count(&passed_since) == 1),
+        "{}",
+        daemon.log_text()
+    );
+    let later = record();
+    assert_eq!(later["running"], true, "{later}");
+    assert!(time(&later["last_pass_at"]) > last_pass, "{later}");
+    // Stopped: the record says so, and when.
+    daemon.stop().unwrap();
+    let stopped = record();
+    assert_eq!(stopped["running"], false, "{stopped}");
+    assert_eq!(stopped["pid"], running["pid"], "{stopped}");
+    assert_eq!(stopped["started_at"], running["started_at"], "{stopped}");
+    assert!(
+        time(&stopped["stopped_at"]) >= time(&stopped["last_pass_at"]),
+        "{stopped}"
+    );
 }
 
 #[test]
@@ -471,25 +318,42 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
             "3",
         ],
     );
-    let daemon = Daemon::start(&env, &[]);
-    assert!(wait_for(Duration::from_secs(5), || count(
-        &env,
-        "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"
-    ) == 1));
+    let daemon = Daemon::start(&env.db, &[]);
+    assert!(wait_for(Duration::from_secs(5), || env
+        .count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'")
+        == 1));
     let ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.pid())).unwrap();
         let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
+    let (poke, at): (i64, i64) = env
+        .sql()
+        .query_row("SELECT id, at FROM poke_log WHERE outcome = 'pending'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
     let before = ticks();
-    std::thread::sleep(Duration::from_secs(2));
+    // The window ends when the command's outcome lands on its row, three seconds on.
+    let finished = format!("SELECT count(*) FROM poke_log WHERE id = {poke} AND outcome = 'ok'");
+    assert!(
+        wait_for(Duration::from_secs(20), || env.count(&finished) == 1),
+        "the command's outcome was not recorded"
+    );
     let used = ticks() - before;
-    // Clock ticks are 10 ms: a spinning loop would use about 200 in two seconds.
+    let ran = env.count(&format!("SELECT duration_ms FROM poke_log WHERE id = {poke}"));
+    assert!(ran >= 3000, "the command ran only {ran} ms");
+    // Clock ticks are 10 ms: a spinning loop would use about 300 in three seconds.
     assert!(
         used < 50,
-        "the daemon used {used} ticks in 2 s while a command ran"
+        "the daemon used {used} ticks in {ran} ms while a command ran"
     );
-    assert_eq!(pokes(&env, "slow"), 1, "poked again while its poke was in flight");
+    // Every later poke began after the command had ended.
+    let early = env.count(&format!(
+        "SELECT count(*) FROM poke_log WHERE agent_id = 'slow' AND kind = 'poke' AND id > {poke}
+         AND at < {at} + {ran}"
+    ));
+    assert_eq!(early, 0, "poked again while its poke was in flight");
 }
 
 #[test]
@@ -506,18 +370,15 @@ fn retain_prunes_old_log_rows_but_keeps_each_agents_newest() {
     }
     env.ok(&three_hours_ago, &["add", "gone", "--base", "1h"]);
     env.ok(&three_hours_ago, &["rm", "gone"]);
-    assert_eq!(count(&env, "SELECT count(*) FROM poke_log"), 5);
-    let _daemon = Daemon::start(&env, &["--retain", "1h"]);
+    assert_eq!(env.count("SELECT count(*) FROM poke_log"), 5);
+    let _daemon = Daemon::start(&env.db, &["--retain", "1h"]);
     // `old` is overdue, so it gets a new poke (and miss); every row from three hours ago then
     // goes, except `gone`'s newest (its `removed` row), which is evidence of its end.
     assert!(
-        wait_for(Duration::from_secs(5), || count(
-            &env,
-            &format!(
-                "SELECT count(*) FROM poke_log WHERE at <= {}",
-                poked::units::parse_rfc3339(&three_hours_ago).unwrap()
-            )
-        ) == 1),
+        wait_for(Duration::from_secs(5), || env.count(&format!(
+            "SELECT count(*) FROM poke_log WHERE at <= {}",
+            poked::units::parse_rfc3339(&three_hours_ago).unwrap()
+        )) == 1),
         "old rows were not pruned"
     );
     let kept: String = env
@@ -537,53 +398,4 @@ fn chrono_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     poked::units::format_time(now.as_millis() as i64)
-}
-
-#[test]
-fn recovery_finds_a_command_whose_group_was_never_recorded() {
-    use std::os::unix::process::CommandExt;
-    let env = Env::new();
-    add(&env, &["a", "--base", "1h"]);
-    // A daemon that died between starting a command and recording its process group leaves a
-    // pending poke with no pgid, and a live command that carries the poke in its environment.
-    let conn = env.sql();
-    conn.execute_batch(
-        "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, outcome)
-         VALUES ('a', 0, 'poke', 3600000, 0, 'pending')",
-    )
-    .unwrap();
-    let poke_id = conn.last_insert_rowid();
-    drop(conn);
-    let mut orphan = Command::new("sleep")
-        .arg("600")
-        .env("POKED_POKE_ID", poke_id.to_string())
-        .env("POKED_DB", &env.db)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    // An unrelated process with another poke id must be left alone.
-    let mut bystander = Command::new("sleep")
-        .arg("600")
-        .env("POKED_POKE_ID", (poke_id + 1000).to_string())
-        .env("POKED_DB", &env.db)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let out = env.cmd().args(["run", "--once"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stopped = wait_for(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some());
-    let bystander_alive = bystander.try_wait().unwrap().is_none();
-    let _ = orphan.kill();
-    let _ = orphan.wait();
-    let _ = bystander.kill();
-    let _ = bystander.wait();
-    assert!(stopped, "the interrupted poke's command survived recovery");
-    assert!(bystander_alive, "recovery stopped a process of another poke");
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
-        ),
-        1
-    );
 }

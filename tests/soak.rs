@@ -1,6 +1,6 @@
-//! The soak tier of the reliability suite: the same harness as tests/reliability.rs with the
-//! issue's full figures. Too slow for every `cargo test` (about an hour on two cores), so
-//! ignored by default; run it with
+//! The soak tier: the crash and contention scenarios of tests/crashes.rs and
+//! tests/contention.rs with the issue's full figures. Too slow for every `cargo test` (about an
+//! hour on two cores), so ignored by default; run it with
 //!
 //! ```text
 //! cargo test --release -- --ignored --nocapture --test-threads 1
@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use crate::reliability::{KillLoop, contention, kill_during_pokes, kill_loop, simultaneous_creation};
+use crate::contention::{contention, simultaneous_creation};
+use crate::crashes::{KillLoop, kill_during_pokes, kill_loop, negative_control};
 
 #[test]
 #[ignore = "soak tier: 10,000 kills, about 20 minutes"]
@@ -34,27 +35,7 @@ fn soak_kill_9_loop_10_000_kills() {
 #[test]
 #[ignore = "soak tier: the negative control, 20 runs"]
 fn soak_negative_control_20_runs() {
-    if !cfg!(debug_assertions) {
-        eprintln!("skipped: the split-transition fault exists only in debug builds");
-        return;
-    }
-    let mut found_after = Vec::new();
-    for run in 0..20 {
-        let spec = KillLoop {
-            kills: 300,
-            fault: true,
-            integrity_every: 300,
-            check_every: 100_000,
-        };
-        match kill_loop(&spec, &format!("soak negative control run {run}")) {
-            Ok(f) => panic!(
-                "run {run}: the split-transition fault went unnoticed in {} kills",
-                f.kills
-            ),
-            Err((kill, _)) => found_after.push(kill),
-        }
-    }
-    eprintln!("soak negative control: detected in 20 of 20 runs, after kills {found_after:?}");
+    negative_control(20, 300, "soak negative control");
 }
 
 #[test]

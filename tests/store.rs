@@ -205,19 +205,6 @@ fn migrations_validate_and_opening_twice_is_a_no_op() {
 }
 
 #[test]
-fn connection_pragmas_are_in_force() {
-    let env = Env::new();
-    let store = open(&env);
-    // The store checks these on every connection; the journal mode is also visible from outside.
-    drop(store);
-    let mode: String = env
-        .sql()
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-}
-
-#[test]
 fn set_clamps_the_interval_and_logs_the_change() {
     let env = Env::new();
     let store = open(&env);
