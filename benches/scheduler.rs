@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use poked::agent::AgentId;
 use poked::clock::{Clock, FixedClock, Millis, SystemClock};
-use poked::commands::transfer::{self, ImportOptions};
 use poked::daemon::{PassOptions, run_pass};
 use poked::random::FixedDraw;
 use poked::store::{HistoryFilter, OpenOptions, Store, Synchronous};
+use poked::transfer;
 use poked::units::format_time;
 use rusqlite::{Connection, params};
 
@@ -218,7 +218,7 @@ fn open_store(path: &Path, synchronous: Synchronous) -> Store {
         OpenOptions {
             create: true,
             synchronous,
-            connections: 1,
+            ..OpenOptions::default()
         },
     )
     .expect("open store")
@@ -365,7 +365,7 @@ fn import_text(store: &Store, text: &str, t0: Millis) -> transfer::ImportReport 
     let opened = store.clone();
     transfer::import_from(
         Cursor::new(text.as_bytes()),
-        ImportOptions::default(),
+        false,
         t0,
         &FixedDraw(0.0),
         move || Ok(opened),
@@ -562,7 +562,7 @@ fn pass(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> f64 {
         // the first round's agents were last poked 25 hours before t0).
         let clock = FixedClock::new(t0 + (round as i64) * 49 * HOUR);
         let start = Instant::now();
-        let report = run_pass(&store, &clock, &draw, &options, &cancel).expect("pass");
+        let report = run_pass(&store, &clock, &draw, &options, &cancel, &cancel).expect("pass");
         let took = start.elapsed();
         assert_eq!(
             (report.pokes, report.misses),
@@ -843,7 +843,7 @@ fn history(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> f64 {
         open_store(&big, Synchronous::Full),
     ];
     let filter = HistoryFilter {
-        agent_id: Some("target".into()),
+        agent_id: Some(poked::agent::AgentId::parse("target").unwrap()),
         limit: Some(100),
         ..HistoryFilter::default()
     };
@@ -855,7 +855,7 @@ fn history(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> f64 {
             let log = store.history(&filter).expect("history");
             let took = start.elapsed().as_secs_f64();
             assert_eq!(log.len(), 100);
-            assert!(log.iter().all(|r| r.agent_id == "target"));
+            assert!(log.iter().all(|r| r.agent_id.as_str() == "target"));
             if rep > 0 {
                 times[k].push(took);
             }

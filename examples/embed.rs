@@ -106,7 +106,10 @@ fn main() -> Result<()> {
     // where the last run left it.
     manager.record_poke(&witness)?;
     manager.record_miss(&witness)?;
-    println!("gastown-witness interval now: {} ms", manager.get_interval(&witness)?);
+    println!(
+        "gastown-witness interval now: {} ms",
+        manager.get_interval(&witness)?
+    );
     for (id, interval) in manager.stats()? {
         println!("stats: {id} {interval} ms");
     }

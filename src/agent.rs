@@ -224,7 +224,11 @@ impl Settings {
         if let Some(path) = &self.heartbeat_file
             && let Err(rule) = heartbeat_file_rule(path)
         {
-            return Err(Error::invalid(n("--heartbeat-file", "heartbeat_file"), path, rule));
+            return Err(Error::invalid(
+                n("--heartbeat-file", "heartbeat_file"),
+                path,
+                rule,
+            ));
         }
         Ok(())
     }
@@ -239,11 +243,9 @@ pub fn validate_command(argv: &[String]) -> Result<()> {
 pub fn validate_argv(what: &'static str, argv: &[String]) -> Result<()> {
     match argv.first() {
         None => Err(Error::invalid(what, "", "must name a program to run")),
-        Some(program) if program.is_empty() => Err(Error::invalid(
-            what,
-            "",
-            "the program name must not be empty",
-        )),
+        Some(program) if program.is_empty() => {
+            Err(Error::invalid(what, "", "the program name must not be empty"))
+        }
         _ => match argv.iter().find(|word| word.contains('\0')) {
             Some(word) => Err(Error::invalid(what, word.clone(), "must not contain a NUL byte")),
             None => Ok(()),
@@ -280,7 +282,11 @@ impl Rung {
         };
         let misses = match n.trim().parse::<i64>() {
             Ok(n) if n >= 1 => n,
-            _ => return Err(bad("N must be a whole number ≥ 1: the misses in a row that fire it")),
+            _ => {
+                return Err(bad(
+                    "N must be a whole number ≥ 1: the misses in a row that fire it",
+                ));
+            }
         };
         if command.trim().is_empty() {
             return Err(bad("the command after N: is empty"));
@@ -343,7 +349,8 @@ impl EscalateLimit {
     }
 
     fn is_valid(&self) -> bool {
-        (1..=EscalateLimit::MAX_LIMIT).contains(&self.limit) && (1..=MAX_DURATION_MS).contains(&self.window_ms)
+        (1..=EscalateLimit::MAX_LIMIT).contains(&self.limit)
+            && (1..=MAX_DURATION_MS).contains(&self.window_ms)
     }
 }
 
@@ -367,9 +374,26 @@ pub fn tmux(session: &str, message: &str) -> Result<Tmux> {
     }
     let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let command = words(&[
-        "tmux", "send-keys", "-t", session, "-l", message, ";", "send-keys", "-t", session, "Enter",
+        "tmux",
+        "send-keys",
+        "-t",
+        session,
+        "-l",
+        message,
+        ";",
+        "send-keys",
+        "-t",
+        session,
+        "Enter",
     ]);
-    let probe = words(&["tmux", "display-message", "-p", "-t", session, "#{window_activity}"]);
+    let probe = words(&[
+        "tmux",
+        "display-message",
+        "-p",
+        "-t",
+        session,
+        "#{window_activity}",
+    ]);
     validate_argv("--tmux", &command)?;
     Ok(Tmux { command, probe })
 }

@@ -78,9 +78,11 @@ pub enum Command {
     Init,
 
     /// Register an agent; the command to run at each poke goes after `--`
-    #[command(after_help = "Examples:\n  poked add hq-mayor --base 5m --max 30m -- tmux send-keys -t hq-mayor 'check your rigs' Enter\n  \
+    #[command(
+        after_help = "Examples:\n  poked add hq-mayor --base 5m --max 30m -- tmux send-keys -t hq-mayor 'check your rigs' Enter\n  \
         poked add worker --tmux worker --escalate 3:'tmux send-keys -t worker C-c' \\\n      \
-        --escalate 5:'sh -c \"tmux kill-session -t worker; start-worker\"' --escalate 7:'notify-human worker'")]
+        --escalate 5:'sh -c \"tmux kill-session -t worker; start-worker\"' --escalate 7:'notify-human worker'"
+    )]
     Add(AddArgs),
 
     /// Change an agent's settings; its current interval is clamped into the new [base, max]
@@ -427,7 +429,12 @@ pub struct SettingsArgs {
     #[arg(long, value_parser = parse_tmux, value_name = "SESSION", help_heading = "Probe, gate and escalation")]
     pub tmux: Option<String>,
     /// The text --tmux types [default: HEARTBEAT]
-    #[arg(long, requires = "tmux", value_name = "TEXT", help_heading = "Probe, gate and escalation")]
+    #[arg(
+        long,
+        requires = "tmux",
+        value_name = "TEXT",
+        help_heading = "Probe, gate and escalation"
+    )]
     pub message: Option<String>,
 }
 
@@ -436,7 +443,9 @@ pub struct SettingsArgs {
 pub struct CommandLine(pub Vec<String>);
 
 fn parse_activity_cmd(text: &str) -> Result<CommandLine, String> {
-    split_command("--activity-cmd", text).map(CommandLine).map_err(rule)
+    split_command("--activity-cmd", text)
+        .map(CommandLine)
+        .map_err(rule)
 }
 
 fn parse_only_if(text: &str) -> Result<CommandLine, String> {

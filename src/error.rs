@@ -125,7 +125,7 @@ pub enum Error {
     },
 
     /// Any other SQLite failure.
-    #[error("database error: {0}")]
+    #[error("database error: {}", sqlite_message(.0))]
     Sqlite(#[from] rusqlite::Error),
 
     /// The connection pool could not hand out a connection.
@@ -161,6 +161,17 @@ impl Error {
             rule: rule.into(),
         }
     }
+}
+
+/// What SQLite said, on one line (rusqlite's own text of a failed statement includes the whole
+/// statement, over many lines).
+pub fn sqlite_message(e: &rusqlite::Error) -> String {
+    let text = match e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    };
+    text.lines().next().unwrap_or_default().to_string()
 }
 
 /// The library's result type.

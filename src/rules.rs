@@ -192,7 +192,10 @@ impl Cap {
     /// The counted escalations inside the window ending at `now`.
     pub fn in_window(&self, now: Millis) -> impl Iterator<Item = Millis> + '_ {
         let start = now.saturating_sub(self.window_ms);
-        self.escalations.iter().copied().filter(move |&at| at > start && at <= now)
+        self.escalations
+            .iter()
+            .copied()
+            .filter(move |&at| at > start && at <= now)
     }
 
     /// How many escalations count at `now`.
@@ -207,7 +210,9 @@ impl Cap {
 
     /// When the oldest escalation counted at `now` leaves the window, if any counts.
     pub fn oldest_leaves_at(&self, now: Millis) -> Option<Millis> {
-        self.in_window(now).min().map(|at| at.saturating_add(self.window_ms))
+        self.in_window(now)
+            .min()
+            .map(|at| at.saturating_add(self.window_ms))
     }
 }
 
@@ -470,11 +475,23 @@ mod tests {
         let at: Vec<Millis> = steps.iter().map(|s| s.at).collect();
         assert_eq!(
             at,
-            vec![0, 5 * MIN, 12 * MIN + 30_000, 23 * MIN + 45_000, 40 * MIN + 37_500, 65 * MIN + 56_250, 95 * MIN + 56_250]
+            vec![
+                0,
+                5 * MIN,
+                12 * MIN + 30_000,
+                23 * MIN + 45_000,
+                40 * MIN + 37_500,
+                65 * MIN + 56_250,
+                95 * MIN + 56_250
+            ]
         );
         let misses: Vec<i64> = steps.iter().map(|s| s.misses).collect();
         assert_eq!(misses, vec![0, 1, 2, 3, 4, 5, 6]);
-        assert!(steps.iter().all(|s| s.earliest_at == s.at && s.action == Action::Poke));
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.earliest_at == s.at && s.action == Action::Poke)
+        );
     }
 
     #[test]
@@ -515,13 +532,31 @@ mod tests {
         a.last_poke_at = Some(10 * MIN);
         a.heartbeat_seen_at = Some(3 * MIN);
         let now = 20 * MIN;
-        assert_eq!(read_source(Source::HeartbeatFile, 3 * MIN, &a, now), Reading::Unchanged);
-        assert_eq!(read_source(Source::HeartbeatFile, 4 * MIN, &a, now), Reading::Activity(4 * MIN));
-        assert_eq!(read_source(Source::Probe, 10 * MIN + 2_000, &a, now), Reading::Echo);
-        assert_eq!(read_source(Source::Probe, 10 * MIN + 2_001, &a, now), Reading::Activity(10 * MIN + 2_001));
-        assert_eq!(read_source(Source::HeartbeatFile, 99 * MIN, &a, now), Reading::Activity(now));
+        assert_eq!(
+            read_source(Source::HeartbeatFile, 3 * MIN, &a, now),
+            Reading::Unchanged
+        );
+        assert_eq!(
+            read_source(Source::HeartbeatFile, 4 * MIN, &a, now),
+            Reading::Activity(4 * MIN)
+        );
+        assert_eq!(
+            read_source(Source::Probe, 10 * MIN + 2_000, &a, now),
+            Reading::Echo
+        );
+        assert_eq!(
+            read_source(Source::Probe, 10 * MIN + 2_001, &a, now),
+            Reading::Activity(10 * MIN + 2_001)
+        );
+        assert_eq!(
+            read_source(Source::HeartbeatFile, 99 * MIN, &a, now),
+            Reading::Activity(now)
+        );
         a.last_activity_at = Some(15 * MIN);
-        assert_eq!(read_source(Source::HeartbeatFile, 14 * MIN, &a, now), Reading::NotLater);
+        assert_eq!(
+            read_source(Source::HeartbeatFile, 14 * MIN, &a, now),
+            Reading::NotLater
+        );
     }
 
     #[test]
@@ -534,7 +569,11 @@ mod tests {
         assert_eq!(a.held_until_at, Some(12 * MIN));
         assert_eq!(
             (a.consecutive_misses, a.current_interval_ms, a.last_poke_at),
-            (before.consecutive_misses, before.current_interval_ms, before.last_poke_at)
+            (
+                before.consecutive_misses,
+                before.current_interval_ms,
+                before.last_poke_at
+            )
         );
     }
 }

@@ -442,8 +442,15 @@ impl Line {
             Some(wait) => wait,
             None => backoff::wait(current, settings.jitter, draw.draw()),
         };
-        let [last_poke_at, last_activity_at, held_until_at, heartbeat_seen_at, probe_seen_at, created, updated] =
-            self.times;
+        let [
+            last_poke_at,
+            last_activity_at,
+            held_until_at,
+            heartbeat_seen_at,
+            probe_seen_at,
+            created,
+            updated,
+        ] = self.times;
         let mut agent = Agent {
             id,
             settings,

@@ -269,8 +269,12 @@ fn bad_durations_factors_and_fractions_are_refused_and_change_nothing() {
             "--very-stale",
         ),
         (&["set", "a", "--max", "1ms"], "at least the base"),
-        (&["set", "a", "--base", "1h"], "at least the base"),
-        (&["set", "a", "--fresh", "1h"], "--very-stale"),
+        // `set --base` above the max raises the max, as `add` does; an explicit max does not.
+        (&["set", "a", "--base", "1h", "--max", "30m"], "at least the base"),
+        (
+            &["set", "a", "--fresh", "1h", "--very-stale", "15m"],
+            "--very-stale",
+        ),
         (&["set", "a"], "nothing to change"),
         (
             &["set", "a", "--strategy", "Geometric"],

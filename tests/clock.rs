@@ -56,7 +56,7 @@ fn clock_jumps_cause_no_burst_and_no_long_delay() {
     use poked::agent::{AgentId, Settings};
     use poked::backoff::Strategy;
     use poked::clock::Clock;
-    use poked::daemon::{DaemonOptions, serve_until};
+    use poked::daemon::{DaemonOptions, Shutdown, serve};
     use poked::random::FixedDraw;
     use poked::store::{OpenOptions, Store};
     const BASE: i64 = 1000;
@@ -89,12 +89,19 @@ fn clock_jumps_cause_no_burst_and_no_long_delay() {
             ..Settings::default()
         };
         store
-            .add(&AgentId::parse(id).unwrap(), &settings, false, clock.now(), &draw)
+            .add(
+                &AgentId::parse(id).unwrap(),
+                &settings,
+                &[],
+                false,
+                clock.now(),
+                &draw,
+            )
             .unwrap();
     }
     // The test's eyes: every new log row, with the real time it appeared. It looks once more
     // after the daemon has stopped, so it has every row the test waited for.
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Shutdown::new();
     let daemon_gone = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (db, daemon_gone, start) = (env.db.clone(), Arc::clone(&daemon_gone), clock.start);
@@ -133,14 +140,14 @@ fn clock_jumps_cause_no_burst_and_no_long_delay() {
         })
     };
     let daemon = {
-        let (store, clock, stop) = (store.clone(), Arc::clone(&clock), Arc::clone(&stop));
+        let (store, clock, stop) = (store.clone(), Arc::clone(&clock), stop.clone());
         std::thread::spawn(move || {
-            serve_until(
+            serve(
                 &store,
                 clock.as_ref(),
                 &FixedDraw(0.5),
                 &DaemonOptions::default(),
-                stop,
+                &stop,
             )
         })
     };
@@ -189,7 +196,7 @@ fn clock_jumps_cause_no_burst_and_no_long_delay() {
     // Two pokes of every agent after the clock went back: the first is the delay that counts,
     // the second shows no burst follows it.
     assert!(all_poked_after(back_row, 2), "not poked twice after -1 day");
-    stop.store(true, Ordering::SeqCst);
+    stop.stop();
     let report = daemon.join().unwrap().expect("the daemon failed");
     daemon_gone.store(true, Ordering::SeqCst);
     let rows = watcher.join().unwrap();

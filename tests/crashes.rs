@@ -360,13 +360,21 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
                 }
                 figures.groups_stopped += 1;
             }
-            // Kill while at least one command runs (its process group recorded), at a random
-            // moment of the pokes' lives.
+            // Kill while at least one pending poke's command runs, at a random moment of the
+            // pokes' lives.
+            let pending = |db: &std::path::Path| -> Vec<i64> {
+                let conn = inspect(db);
+                let mut stmt = conn
+                    .prepare("SELECT id FROM poke_log WHERE outcome = 'pending'")
+                    .unwrap();
+                stmt.query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap()
+            };
             let running = wait_for(Duration::from_secs(10), || {
-                scalar(
-                    &db,
-                    "SELECT count(*) FROM poke_log WHERE outcome = 'pending' AND pgid IS NOT NULL",
-                ) > 0
+                let pending = pending(&db);
+                poke_processes(&db).iter().any(|p| pending.contains(&p.poke_id))
             });
             if !running {
                 return Err(format!("kill {kill}: no poke started"));
@@ -374,26 +382,26 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
             std::thread::sleep(Duration::from_millis(rng.between(0, 300)));
             daemon.kill();
             figures.kills += 1;
-            let conn = inspect(&db);
-            let mut stmt = conn
-                .prepare("SELECT id, pgid FROM poke_log WHERE outcome = 'pending'")
-                .unwrap();
-            previous = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            figures.in_flight_at_kill += previous.len();
             // A command's process group is its own: the daemon's death does not end it, and
-            // the restarted daemon must.
+            // the restarted daemon must. (A poke committed just before the kill may not have
+            // started its command yet: it has no process, and nothing to stop.)
             let alive = poke_processes(&db);
-            for (log_id, pgid) in previous.iter().filter(|(_, pgid)| *pgid > 0) {
-                if !alive.iter().any(|p| i64::from(p.pgid) == *pgid) {
-                    return Err(format!(
-                        "kill {kill}: the command of poke {log_id} died with its daemon: the restart has nothing to stop"
-                    ));
-                }
-                figures.groups_outliving_daemon += 1;
+            previous = pending(&db)
+                .into_iter()
+                .map(|id| {
+                    let pgid = alive
+                        .iter()
+                        .find(|p| p.poke_id == id)
+                        .map_or(0, |p| i64::from(p.pgid));
+                    (id, pgid)
+                })
+                .collect();
+            figures.in_flight_at_kill += previous.len();
+            figures.groups_outliving_daemon += previous.iter().filter(|(_, pgid)| *pgid > 0).count();
+            if previous.iter().all(|(_, pgid)| *pgid == 0) {
+                return Err(format!(
+                    "kill {kill}: no command of a pending poke outlived its daemon"
+                ));
             }
         }
         // The second SIGTERM interrupts the commands in flight, so the stop is prompt.

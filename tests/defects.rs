@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{Env, assert_error, wait_for};
-use crate::daemon::Daemon;
+use crate::harness::Daemon;
 
 fn count(env: &Env, sql: &str) -> i64 {
     env.sql().query_row(sql, [], |r| r.get(0)).unwrap()
@@ -43,24 +43,31 @@ fn one_daemon_per_file_whatever_path_reaches_it() {
     let started = env.dir.path().join("started");
     let script = format!("touch {}; sleep 3", started.display());
     add(&env, &["slow", "--", "sh", "-c", &script]);
-    let first = Daemon::start(&env, &[]);
+    let first = Daemon::start(&env.db, &[]);
     assert!(
         wait_for(Duration::from_secs(10), || started.exists()),
         "the first daemon's poke did not start: {}",
         first.log_text()
     );
-    let pid = first.child.id().to_string();
+    let pid = first.pid().to_string();
     let dir = env.dir.path();
     let link = dir.join("link.db");
     std::os::unix::fs::symlink(&env.db, &link).unwrap();
     let hard = dir.join("hard.db");
     std::fs::hard_link(&env.db, &hard).unwrap();
     let relative = Path::new("poked.db");
-    for (what, db) in [("a symlink", link.as_path()), ("a relative path", relative), ("a hard link", &hard)] {
+    for (what, db) in [
+        ("a symlink", link.as_path()),
+        ("a relative path", relative),
+        ("a hard link", &hard),
+    ] {
         let out = run_at(&env, db, dir, &["--once"]);
         assert_error(&out, 1, &pid);
         assert_eq!(
-            count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
+            count(
+                &env,
+                "SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"
+            ),
             0,
             "a second daemon through {what} touched the first one's poke"
         );
@@ -108,10 +115,7 @@ fn a_heartbeat_file_in_the_future_counts_once() {
     f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(3_786_825_600))
         .unwrap();
     let hb_arg = hb.to_str().unwrap();
-    env.ok(
-        "2026-01-01T00:00:00Z",
-        &["add", "w", "--heartbeat-file", hb_arg],
-    );
+    env.ok("2026-01-01T00:00:00Z", &["add", "w", "--heartbeat-file", hb_arg]);
     for hour in 0..5 {
         let now = format!("2026-01-01T0{hour}:00:00Z");
         env.ok(&now, &["run", "--once"]);
@@ -123,7 +127,10 @@ fn a_heartbeat_file_in_the_future_counts_once() {
     );
     // It counted as the first pass's now; the passes after it poke the agent.
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'activity' AND at = 1767225600000"),
+        count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE kind = 'activity' AND at = 1767225600000"
+        ),
         1
     );
     assert!(count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'") >= 4);
@@ -168,7 +175,10 @@ fn signal_mid_pass(args: &[&str], signals: usize) {
     assert!(ok, "poked run {args:?} did not stop: {stderr}");
     assert_eq!(status.code(), Some(0), "{stderr}");
     let pokes = count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'");
-    assert!(pokes <= 2, "{pokes} pokes committed after the signal (concurrency 2): {stderr}");
+    assert!(
+        pokes <= 2,
+        "{pokes} pokes committed after the signal (concurrency 2): {stderr}"
+    );
     assert_eq!(
         pokes as usize,
         started(),
@@ -180,10 +190,7 @@ fn signal_mid_pass(args: &[&str], signals: usize) {
         "in-flight pokes are recorded"
     );
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM agents WHERE last_poke_at IS NOT NULL"
-        ),
+        count(&env, "SELECT count(*) FROM agents WHERE last_poke_at IS NOT NULL"),
         pokes,
         "an agent whose poke was not sent kept its schedule"
     );
@@ -211,7 +218,19 @@ fn an_outcome_that_cannot_be_written_for_a_while_is_retried_until_recorded() {
     let script = format!("echo x >> {}", ran.display());
     add(
         &env,
-        &["w", "--base", "1s", "--fresh", "0s", "--very-stale", "0s", "--", "sh", "-c", &script],
+        &[
+            "w",
+            "--base",
+            "1s",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
     );
     // A trigger that refuses outcome updates while `hold_outcomes` has a row.
     env.sql()
@@ -222,7 +241,7 @@ fn an_outcome_that_cannot_be_written_for_a_while_is_retried_until_recorded() {
              BEGIN SELECT RAISE(ABORT, 'outcomes held by the test'); END;",
         )
         .unwrap();
-    let daemon = Daemon::start(&env, &[]);
+    let daemon = Daemon::start(&env.db, &[]);
     assert!(wait_for(Duration::from_secs(10), || ran.exists()));
     // The outcome cannot be written: the daemon says so (once) and keeps trying.
     assert!(
@@ -240,7 +259,10 @@ fn an_outcome_that_cannot_be_written_for_a_while_is_retried_until_recorded() {
         daemon.log_text()
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'pending' AND id < (SELECT max(id) FROM poke_log)"),
+        count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE outcome = 'pending' AND id < (SELECT max(id) FROM poke_log)"
+        ),
         0
     );
 }
@@ -266,26 +288,36 @@ fn a_fixed_clock_never_rewrites_stored_times() {
         })
         .unwrap();
     assert_eq!(before, after, "POKED_NOW rewrote stored instants");
-    assert_eq!(count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'updated'"), 0);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'updated'"),
+        0
+    );
 }
 
 #[test]
 fn instants_in_the_future_are_corrected_with_a_logged_transition() {
     let env = Env::new();
-    add(&env, &["w", "--paused"]);
-    // The clock was set back: the last poke lies a day ahead.
-    env.sql()
-        .execute_batch("UPDATE agents SET last_poke_at = created_at + 86400000")
+    add(&env, &["w"]);
+    // A pass ran while the clock was a day ahead; then the clock was set back.
+    let created: i64 = env
+        .sql()
+        .query_row("SELECT created_at FROM agents", [], |r| r.get(0))
         .unwrap();
+    let ahead = poked::units::format_time(created + 86_400_000);
+    env.ok(&ahead, &["run", "--once"]);
+    env.ok(&ahead, &["pause", "w"]);
     let out = env.cmd().args(["run", "--once"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (poke, created): (i64, i64) = env
+    let (poke, _): (i64, i64) = env
         .sql()
         .query_row("SELECT last_poke_at, created_at FROM agents", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
-    assert!(poke < created + 86_400_000, "the future last poke was not corrected");
+    assert!(
+        poke < created + 86_400_000,
+        "the future last poke was not corrected"
+    );
     let detail: String = env
         .sql()
         .query_row(
@@ -296,14 +328,24 @@ fn instants_in_the_future_are_corrected_with_a_logged_transition() {
         .expect("a logged correction");
     assert!(detail.contains("last_poke_at"), "{detail}");
     let check = env.cmd().arg("check").output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 #[test]
 fn check_compares_last_poke_last_activity_and_paused_with_the_log() {
     for (edit, rule) in [
-        ("UPDATE agents SET last_poke_at = last_poke_at - 1000", "last_poke_matches_log"),
-        ("UPDATE agents SET last_activity_at = 1", "last_activity_matches_log"),
+        (
+            "UPDATE agents SET last_poke_at = last_poke_at - 1000",
+            "last_poke_matches_log",
+        ),
+        (
+            "UPDATE agents SET last_activity_at = 1",
+            "last_activity_matches_log",
+        ),
         ("UPDATE agents SET paused = 1", "paused_matches_log"),
     ] {
         let env = Env::new();
@@ -338,7 +380,11 @@ fn an_existing_id_has_one_exit_code_everywhere() {
 fn set_raises_max_and_very_stale_as_add_does() {
     let env = Env::new();
     add(&env, &["w"]);
-    let out = env.cmd().args(["set", "w", "--base", "40m", "--fresh", "20m"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["set", "w", "--base", "40m", "--fresh", "20m"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (max, very_stale): (i64, i64) = env
         .sql()
@@ -363,7 +409,12 @@ fn a_command_gets_the_database_path_byte_for_byte() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = env.cmd().env("POKED_DB", &db).args(["run", "--once"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env("POKED_DB", &db)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&seen).unwrap(), db.as_os_str().as_bytes());
 }
@@ -411,5 +462,9 @@ fn read_commands_work_on_a_read_only_database() {
             assert_error(&out, 1, "read-only");
         }
     }
-    assert_eq!(env.fingerprint(), before, "a read command on a read-only file changed it");
+    assert_eq!(
+        env.fingerprint(),
+        before,
+        "a read command on a read-only file changed it"
+    );
 }

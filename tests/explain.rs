@@ -36,8 +36,23 @@ fn plan_lists_the_spec_timelines() {
         ]
     );
     let intervals: Vec<i64> = steps.iter().map(|s| s["interval_ms"].as_i64().unwrap()).collect();
-    assert_eq!(intervals, [300_000, 450_000, 675_000, 1_012_500, 1_518_750, 1_800_000]);
-    env.ok(T0, &["add", "l", "--escalate", "3:tmux-restart w", "--escalate", "5:notify-human w", "--escalate-limit", "1/6h"]);
+    assert_eq!(
+        intervals,
+        [300_000, 450_000, 675_000, 1_012_500, 1_518_750, 1_800_000]
+    );
+    env.ok(
+        T0,
+        &[
+            "add",
+            "l",
+            "--escalate",
+            "3:tmux-restart w",
+            "--escalate",
+            "5:notify-human w",
+            "--escalate-limit",
+            "1/6h",
+        ],
+    );
     let actions: Vec<String> = plan(&env, T0, "l", "7")
         .iter()
         .map(|s| s["action"].as_str().unwrap().to_string())
@@ -56,13 +71,33 @@ fn plan_lists_the_spec_timelines() {
     );
     // The table says the same.
     let table = env.ok(T0, &["plan", "l", "--count", "4"]);
-    assert!(table.lines().nth(4).is_some_and(|l| l.starts_with("2026-01-01T00:23:45Z") && l.ends_with("escalation rung 3")), "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(4)
+            .is_some_and(|l| l.starts_with("2026-01-01T00:23:45Z") && l.ends_with("escalation rung 3")),
+        "{table}"
+    );
 }
 
 #[test]
 fn a_simulated_run_lands_where_the_plan_said() {
     let env = Env::new();
-    env.ok(T0, &["add", "w", "--escalate", "2:true", "--escalate", "4:true", "--escalate-limit", "1/1h", "--grace", "1m"]);
+    env.ok(
+        T0,
+        &[
+            "add",
+            "w",
+            "--escalate",
+            "2:true",
+            "--escalate",
+            "4:true",
+            "--escalate-limit",
+            "1/1h",
+            "--grace",
+            "1m",
+        ],
+    );
     let steps = plan(&env, T0, "w", "8");
     for step in &steps {
         let at = step["at"].as_str().unwrap();
@@ -85,12 +120,19 @@ fn a_simulated_run_lands_where_the_plan_said() {
             (_, true) => "escalation held",
             _ => "poke",
         };
-        assert!(planned.starts_with(sent), "at {at}: planned {planned}, did {kind} ({outcome:?})");
+        assert!(
+            planned.starts_with(sent),
+            "at {at}: planned {planned}, did {kind} ({outcome:?})"
+        );
         assert_eq!(misses, step["consecutive_misses"].as_i64().unwrap(), "at {at}");
         assert_eq!(interval, step["interval_ms"].as_i64().unwrap(), "at {at}");
         let held: i64 = env
             .sql()
-            .query_row("SELECT count(*) FROM poke_log WHERE outcome = 'held' AND at = ?1", [ms(at)], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM poke_log WHERE outcome = 'held' AND at = ?1",
+                [ms(at)],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(held == 1, step["held"].as_bool().unwrap(), "at {at}");
     }
@@ -99,7 +141,17 @@ fn a_simulated_run_lands_where_the_plan_said() {
 #[test]
 fn explain_spells_out_the_terms_the_pass_and_the_ladder_and_writes_nothing() {
     let env = Env::new();
-    env.ok(T0, &["add", "w", "--escalate", "3:tmux-restart w", "--escalate", "5:notify-human w"]);
+    env.ok(
+        T0,
+        &[
+            "add",
+            "w",
+            "--escalate",
+            "3:tmux-restart w",
+            "--escalate",
+            "5:notify-human w",
+        ],
+    );
     for t in ["00:00:00", "00:05:00", "00:12:30", "00:23:45"] {
         env.ok(&format!("2026-01-01T{t}Z"), &["run", "--once"]);
     }
@@ -118,8 +170,14 @@ fn explain_spells_out_the_terms_the_pass_and_the_ladder_and_writes_nothing() {
     assert_eq!(e["next_rung"]["misses_away"], 2);
     assert_eq!(e["cap"]["count"], 1);
     assert_eq!(e["cap"]["oldest_leaves_at"], "2026-01-01T06:23:45Z");
-    let text = env.ok("2026-01-01T00:25:00Z", &["explain", "w", "--at", "2026-01-01T00:41:00Z"]);
-    let due_now = text.lines().find(|l| l.starts_with("due now")).unwrap_or_default();
+    let text = env.ok(
+        "2026-01-01T00:25:00Z",
+        &["explain", "w", "--at", "2026-01-01T00:41:00Z"],
+    );
+    let due_now = text
+        .lines()
+        .find(|l| l.starts_with("due now"))
+        .unwrap_or_default();
     assert!(due_now.ends_with("yes"), "{text}");
     assert!(text.contains("rung 5"), "{text}");
     assert_eq!(env.fingerprint(), before, "explain wrote to the database");

@@ -417,7 +417,7 @@ impl Auditor {
         {
             let mut stmt = tx
                 .prepare(
-                    "SELECT id, agent_id, at, kind, interval_ms, consecutive_misses, detail
+                    "SELECT id, agent_id, at, kind, interval_ms, consecutive_misses, detail, outcome
                      FROM poke_log WHERE id > ?1 ORDER BY id",
                 )
                 .map_err(|e| e.to_string())?;
@@ -430,6 +430,7 @@ impl Auditor {
                 let interval: i64 = row.get(4).unwrap();
                 let misses: i64 = row.get(5).unwrap();
                 let detail: Option<String> = row.get(6).unwrap();
+                let outcome: Option<String> = row.get(7).unwrap();
                 self.seen = id;
                 self.rows += 1;
                 let s = settings
@@ -462,7 +463,30 @@ impl Auditor {
                         replay.last_poke_at = Some(at);
                         (detail.as_deref() == Some("recorded by hand")).then_some(CYCLE[2])
                     }
-                    "paused" | "resumed" => None,
+                    // An escalation is a stronger poke, unless its cap held it (a poke follows).
+                    "escalation" => {
+                        if outcome.as_deref() != Some("held") {
+                            replay.last_poke_at = Some(at);
+                        }
+                        None
+                    }
+                    // A skip only holds the agent.
+                    "skip" | "paused" | "resumed" => None,
+                    // A correction after the clock was set back moves what it names to its time.
+                    "updated"
+                        if detail
+                            .as_deref()
+                            .is_some_and(|d| d.starts_with("clock set back:")) =>
+                    {
+                        let d = detail.as_deref().unwrap_or_default();
+                        if d.contains("last_poke_at") {
+                            replay.last_poke_at = replay.last_poke_at.map(|p| p.min(at));
+                        }
+                        if d.contains("last_activity_at") {
+                            replay.last_activity_at = replay.last_activity_at.map(|a| a.min(at));
+                        }
+                        None
+                    }
                     other => return Err(format!("log row {id}: unexpected kind {other:?}")),
                 };
                 if (interval, misses) != (replay.interval, replay.misses) {
@@ -690,7 +714,7 @@ pub fn seeded_database(db: &Path, agents: usize, transitions: i64) {
         OpenOptions {
             create: true,
             synchronous: Synchronous::Normal,
-            connections: 1,
+            ..OpenOptions::default()
         },
     )
     .unwrap();
@@ -698,7 +722,9 @@ pub fn seeded_database(db: &Path, agents: usize, transitions: i64) {
     let t0 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     for i in 0..agents {
         let id = AgentId::parse(&format!("agent-{i:03}")).unwrap();
-        store.add(&id, &Settings::default(), false, t0, &draw).unwrap();
+        store
+            .add(&id, &Settings::default(), &[], false, t0, &draw)
+            .unwrap();
         for k in 0..transitions {
             let at = t0 + (k + 1) * 60_000;
             if k % 3 == 2 {

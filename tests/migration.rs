@@ -10,7 +10,8 @@ use crate::common::{Env, assert_error, ms};
 fn version_1(env: &Env) {
     let conn = Connection::open(&env.db).unwrap();
     conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-    conn.execute_batch(include_str!("../migrations/0001_init.sql")).unwrap();
+    conn.execute_batch(include_str!("../migrations/0001_init.sql"))
+        .unwrap();
     conn.execute_batch("PRAGMA user_version = 1").unwrap();
     let t0 = ms("2026-01-01T00:00:00Z");
     conn.execute_batch(&format!(
@@ -35,14 +36,19 @@ fn version_1(env: &Env) {
     .unwrap();
 }
 
-fn rows(conn: &Connection) -> Vec<(i64, String, String, Option<String>, Option<String>)> {
+/// A log row: id, agent, kind, outcome, detail.
+type Row = (i64, String, String, Option<String>, Option<String>);
+
+fn rows(conn: &Connection) -> Vec<Row> {
     let mut stmt = conn
         .prepare("SELECT id, agent_id, kind, outcome, detail FROM poke_log ORDER BY id")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
 }
 
 #[test]
@@ -61,7 +67,10 @@ fn a_version_1_database_is_upgraded_in_place_keeping_every_row() {
             .unwrap()
     };
     let out = env.ok("2026-01-01T00:06:00Z", &["init"]);
-    assert!(out.contains(&format!("schema version {}", poked::store::SCHEMA_VERSION)), "{out}");
+    assert!(
+        out.contains(&format!("schema version {}", poked::store::SCHEMA_VERSION)),
+        "{out}"
+    );
     let conn = env.sql();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, poked::store::SCHEMA_VERSION);
@@ -83,23 +92,42 @@ fn a_version_1_database_is_upgraded_in_place_keeping_every_row() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .unwrap();
-    assert_eq!((echo, grace, limit, window, held), (2000, 300_000, 3, 21_600_000, None));
+    assert_eq!(
+        (echo, grace, limit, window, held),
+        (2000, 300_000, 3, 21_600_000, None)
+    );
     // The counters start from the log as it stood.
     let pokes: i64 = conn
-        .query_row("SELECT n FROM counters WHERE agent_id = 'hq-mayor' AND kind = 'poke' AND outcome = 'ok'", [], |r| r.get(0))
+        .query_row(
+            "SELECT n FROM counters WHERE agent_id = 'hq-mayor' AND kind = 'poke' AND outcome = 'ok'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(pokes, 1);
-    let metrics_rows: i64 = conn.query_row("SELECT sum(n) FROM counters", [], |r| r.get(0)).unwrap();
+    let metrics_rows: i64 = conn
+        .query_row("SELECT sum(n) FROM counters", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(metrics_rows, 8);
     let check = env.at("2026-01-01T00:06:00Z", &["check"]);
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     // The upgraded file works: a transition, and ids are never given out again after a purge.
     env.ok("2026-01-01T00:06:00Z", &["activity", "hq-mayor"]);
-    let newest: i64 = env.sql().query_row("SELECT max(id) FROM poke_log", [], |r| r.get(0)).unwrap();
+    let newest: i64 = env
+        .sql()
+        .query_row("SELECT max(id) FROM poke_log", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(newest, 9);
     env.ok("2026-01-01T00:06:00Z", &["rm", "hq-mayor", "--purge"]);
     env.ok("2026-01-01T00:06:00Z", &["resume", "nightly"]);
-    let next: i64 = env.sql().query_row("SELECT max(id) FROM poke_log", [], |r| r.get(0)).unwrap();
+    let next: i64 = env
+        .sql()
+        .query_row("SELECT max(id) FROM poke_log", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(next, 10, "an id was given out again after a purge");
 }
 
@@ -116,6 +144,8 @@ fn a_migration_that_fails_changes_nothing() {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, 1, "a failed migration changed the schema version");
     assert_eq!(rows(&conn), before);
-    let agents: i64 = conn.query_row("SELECT count(*) FROM agents", [], |r| r.get(0)).unwrap();
+    let agents: i64 = conn
+        .query_row("SELECT count(*) FROM agents", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(agents, 2);
 }

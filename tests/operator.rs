@@ -331,15 +331,15 @@ fn history_queries_use_the_log_indexes() {
     let since = Some(ms(T));
     for filter in [
         HistoryFilter {
-            agent_id: Some("a".into()),
+            agent_id: Some(poked::agent::AgentId::parse("a").unwrap()),
             since,
             ..HistoryFilter::default()
         },
         HistoryFilter {
-            agent_id: Some("a".into()),
+            agent_id: Some(poked::agent::AgentId::parse("a").unwrap()),
             since,
             until: Some(ms(T) + 1),
-            kinds: vec!["poke".into(), "miss".into()],
+            kinds: vec![poked::log::Kind::Poke, poked::log::Kind::Miss],
             limit: Some(5),
             ..HistoryFilter::default()
         },
@@ -359,7 +359,7 @@ fn history_queries_use_the_log_indexes() {
         HistoryFilter {
             since,
             until: Some(ms(T) + 1),
-            outcomes: vec!["ok".into()],
+            outcomes: vec![poked::log::Outcome::Ok],
             limit: Some(5),
             ..HistoryFilter::default()
         },
@@ -881,7 +881,8 @@ fn check_names_a_pending_poke_without_a_daemon() {
     // The row agrees with a's state, so the only problem is that nobody will finish it.
     assert_check_finds(
         "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, outcome)
-         VALUES ('a', 1767226000000, 'poke', 300000, 0, 'pending');",
+         VALUES ('a', 1767226000000, 'poke', 300000, 0, 'pending');
+         UPDATE agents SET last_poke_at = 1767226000000 WHERE id = 'a';",
         &[("a", "pending_without_daemon")],
     );
 }
@@ -894,6 +895,13 @@ fn check_accepts_a_pending_poke_while_a_daemon_holds_the_database() {
         &env,
         &[("a", ms("2026-01-01T00:22:00Z"), "poke", Some("pending"))],
     );
+    // As the daemon writes it: the poke row and the agent's last poke together.
+    env.sql()
+        .execute(
+            "UPDATE agents SET last_poke_at = ?1 WHERE id = 'a'",
+            [ms("2026-01-01T00:22:00Z")],
+        )
+        .unwrap();
     let out = env.at("2026-01-01T00:30:00Z", &["check"]);
     assert_eq!(out.status.code(), Some(1));
     let lock = poked::daemon::lock::acquire(&env.db).unwrap();
@@ -941,7 +949,7 @@ fn status_reports_the_file_agents_and_daemon() {
     // backing off; held: paused.
     assert_eq!(
         status["agents"],
-        serde_json::json!({"total": 3, "due": 0, "backing_off": 1, "waiting": 1, "paused": 1, "fresh": 1})
+        serde_json::json!({"total": 3, "due": 0, "backing_off": 1, "waiting": 1, "paused": 1, "fresh": 1, "held": 0})
     );
     assert_eq!(status["log_rows"], count(&env, "SELECT count(*) FROM poke_log"));
     assert_eq!(status["oldest_log_at"], T);

@@ -44,7 +44,7 @@ fn seed(env: &Env) {
     };
     let big = AgentId::parse("big").unwrap();
     store
-        .add(&big, &settings, false, 1_767_225_600_000, &FixedDraw(0.5))
+        .add(&big, &settings, &[], false, 1_767_225_600_000, &FixedDraw(0.5))
         .unwrap();
 }
 

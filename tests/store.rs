@@ -43,11 +43,27 @@ fn close_and_reopen_keeps_every_field() {
             "Enter".into(),
         ]),
         heartbeat_file: Some("/tmp/hb".into()),
+        activity_cmd: Some(vec!["date".into(), "+%s".into()]),
+        echo_ms: 5_000,
+        only_if: Some(vec!["bd".into(), "ready".into()]),
+        grace_ms: 60_000,
+        escalate_limit: 2,
+        escalate_window_ms: 3_600_000,
     };
+    let ladder = [
+        poked::agent::Rung {
+            misses: 2,
+            command: vec!["tmux".into(), "kill-session".into()],
+        },
+        poked::agent::Rung {
+            misses: 4,
+            command: vec!["notify".into(), "a human".into()],
+        },
+    ];
     let before = {
         let store = open(&env);
         store
-            .add(&id("gastown/crew/max"), &settings, false, t0, &draw)
+            .add(&id("gastown/crew/max"), &settings, &ladder, false, t0, &draw)
             .unwrap();
         store
             .record_poke(&id("gastown/crew/max"), t0 + 1000, &draw)
@@ -64,9 +80,9 @@ fn close_and_reopen_keeps_every_field() {
         store
             .set_paused(&id("gastown/crew/max"), true, t0 + 5000)
             .unwrap();
-        store.agent("gastown/crew/max").unwrap()
+        store.agent(&id("gastown/crew/max")).unwrap()
     };
-    let after = open(&env).agent("gastown/crew/max").unwrap();
+    let after = open(&env).agent(&id("gastown/crew/max")).unwrap();
     assert_eq!(after, before);
     assert_eq!(after.settings, settings);
     assert_eq!(after.current_interval_ms, 180_000, "exponential doubles 90s");
@@ -75,6 +91,7 @@ fn close_and_reopen_keeps_every_field() {
     assert_eq!(after.last_poke_at, Some(t0 + 1000));
     assert!(after.paused);
     assert_eq!(after.next_due_at, None, "paused agents are never due");
+    assert_eq!(open(&env).rungs(&id("gastown/crew/max")).unwrap(), ladder);
 }
 
 #[test]
@@ -83,7 +100,7 @@ fn a_transition_that_fails_halfway_changes_nothing() {
     let draw = FixedDraw(0.0);
     let store = open(&env);
     store
-        .add(&id("a"), &Settings::default(), false, 0, &draw)
+        .add(&id("a"), &Settings::default(), &[], false, 0, &draw)
         .unwrap();
     // The log insert of a miss fails after the agent row was already updated in the same
     // transaction: the whole transition must roll back.
@@ -93,7 +110,7 @@ fn a_transition_that_fails_halfway_changes_nothing() {
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
         )
         .unwrap();
-    let before = store.agent("a").unwrap();
+    let before = store.agent(&id("a")).unwrap();
     let rows = |env: &Env| {
         env.sql()
             .query_row("SELECT count(*) FROM poke_log", [], |r| r.get::<_, i64>(0))
@@ -104,7 +121,7 @@ fn a_transition_that_fails_halfway_changes_nothing() {
         .record_miss(&id("a"), 1000, &draw)
         .expect_err("the injected failure");
     assert!(err.to_string().contains("injected failure"), "{err}");
-    assert_eq!(store.agent("a").unwrap(), before);
+    assert_eq!(store.agent(&id("a")).unwrap(), before);
     assert_eq!(rows(&env), log_before);
     // A transition the trigger lets through still works.
     let after = store.record_poke(&id("a"), 2000, &draw).unwrap();
@@ -149,7 +166,7 @@ fn the_schema_refuses_impossible_hand_edits() {
     let env = Env::new();
     let store = open(&env);
     store
-        .add(&id("a"), &Settings::default(), false, 0, &FixedDraw(0.0))
+        .add(&id("a"), &Settings::default(), &[], false, 0, &FixedDraw(0.0))
         .unwrap();
     let conn = env.sql();
     for edit in [
@@ -176,7 +193,7 @@ fn the_schema_refuses_impossible_hand_edits() {
     }
     // A legitimate hand edit is accepted and the generated column follows it.
     conn.execute_batch("UPDATE agents SET paused = 1").unwrap();
-    assert_eq!(store.agent("a").unwrap().next_due_at, None);
+    assert_eq!(store.agent(&id("a")).unwrap().next_due_at, None);
 }
 
 #[test]
@@ -210,12 +227,12 @@ fn set_clamps_the_interval_and_logs_the_change() {
     let store = open(&env);
     let draw = FixedDraw(0.0);
     store
-        .add(&id("a"), &Settings::default(), false, 0, &draw)
+        .add(&id("a"), &Settings::default(), &[], false, 0, &draw)
         .unwrap();
     for t in 1..=4 {
         store.record_miss(&id("a"), t, &draw).unwrap();
     }
-    assert_eq!(store.agent("a").unwrap().current_interval_ms, 1_518_750);
+    assert_eq!(store.agent(&id("a")).unwrap().current_interval_ms, 1_518_750);
     let patch = poked::store::Patch {
         max_interval_ms: Some(600_000),
         ..Default::default()
@@ -252,7 +269,7 @@ fn remove_keeps_history_unless_purged() {
     };
     for name in ["keep", "purge"] {
         store
-            .add(&id(name), &Settings::default(), false, 0, &draw)
+            .add(&id(name), &Settings::default(), &[], false, 0, &draw)
             .unwrap();
         store.record_poke(&id(name), 1, &draw).unwrap();
     }

@@ -59,13 +59,37 @@ fn the_worked_timeline_of_spec_section_7_3() {
     // (time, what the pass logs, misses, interval after, next due)
     let steps: [(&str, &[&str], i64, i64, i64); 8] = [
         ("00:00:00", &["poke"], 0, 5 * m, ms(&at("00:05:00"))),
-        ("00:05:00", &["miss", "poke"], 1, 7 * m + 30_000, ms(&at("00:12:30"))),
-        ("00:12:30", &["miss", "poke"], 2, 11 * m + 15_000, ms(&at("00:23:45"))),
-        ("00:23:45", &["miss", "escalation"], 3, 16 * m + 52_500, ms(&at("00:40:37.5"))),
+        (
+            "00:05:00",
+            &["miss", "poke"],
+            1,
+            7 * m + 30_000,
+            ms(&at("00:12:30")),
+        ),
+        (
+            "00:12:30",
+            &["miss", "poke"],
+            2,
+            11 * m + 15_000,
+            ms(&at("00:23:45")),
+        ),
+        (
+            "00:23:45",
+            &["miss", "escalation"],
+            3,
+            16 * m + 52_500,
+            ms(&at("00:40:37.5")),
+        ),
         ("00:30:00", &["activity"], 0, 5 * m, ms(&at("00:35:00"))),
         ("00:35:00", &["poke"], 0, 5 * m, ms(&at("00:40:00"))),
         ("00:40:00", &["poke"], 0, 5 * m, ms(&at("00:45:00"))),
-        ("00:45:00", &["miss", "poke"], 1, 7 * m + 30_000, ms(&at("00:52:30"))),
+        (
+            "00:45:00",
+            &["miss", "poke"],
+            1,
+            7 * m + 30_000,
+            ms(&at("00:52:30")),
+        ),
     ];
     for (time, kinds, misses, interval, next_due) in steps {
         let before = max_id(&env);
@@ -81,16 +105,31 @@ fn the_worked_timeline_of_spec_section_7_3() {
         assert_eq!((m_, i, due), (misses, interval, Some(next_due)), "at {time}");
         if time == "00:23:45" {
             let (_, outcome, detail) = &rows[1];
-            assert_eq!(outcome.as_deref(), Some("ok"), "the rung's outcome lands on its row");
-            assert!(detail.as_deref().is_some_and(|d| d.starts_with("rung 3")), "{detail:?}");
-            assert_eq!(state(&env, "w").3, Some(ms(&at("00:28:45"))), "held for the grace");
+            assert_eq!(
+                outcome.as_deref(),
+                Some("ok"),
+                "the rung's outcome lands on its row"
+            );
+            assert!(
+                detail.as_deref().is_some_and(|d| d.starts_with("rung 3")),
+                "{detail:?}"
+            );
+            assert_eq!(
+                state(&env, "w").3,
+                Some(ms(&at("00:28:45"))),
+                "held for the grace"
+            );
             assert_eq!(std::fs::read_to_string(&fired).unwrap(), "rung 3\n");
         }
     }
     // Only rung 3 ran, once.
     assert_eq!(std::fs::read_to_string(&fired).unwrap(), "rung 3\n");
     let check = env.at(&at("00:46:00"), &["check"]);
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 /// Drives an agent (fresh and very stale 0s, rung 3) from an answered pass at `start` (minutes
@@ -113,7 +152,20 @@ fn the_cap_holds_a_rung_slides_and_reset_clears_it() {
     let rung = format!("3:sh -c 'echo x >> {}'", fired.display());
     env.ok(
         T0,
-        &["add", "w", "--escalate", &rung, "--escalate-limit", "1/6h", "--grace", "0s", "--fresh", "0s", "--very-stale", "0s"],
+        &[
+            "add",
+            "w",
+            "--escalate",
+            &rung,
+            "--escalate-limit",
+            "1/6h",
+            "--grace",
+            "0s",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+        ],
     );
     third_miss(&env, 0);
     assert_eq!(std::fs::read_to_string(&fired).unwrap().lines().count(), 1);
@@ -125,22 +177,41 @@ fn the_cap_holds_a_rung_slides_and_reset_clears_it() {
     let held: Vec<_> = rows.iter().filter(|(k, _, _)| k == "escalation").collect();
     assert_eq!(held.len(), 1, "{rows:?}");
     assert_eq!(held[0].1.as_deref(), Some("held"));
-    assert!(held[0].2.as_deref().is_some_and(|d| d.contains("cap")), "{held:?}");
+    assert!(
+        held[0].2.as_deref().is_some_and(|d| d.contains("cap")),
+        "{held:?}"
+    );
     let last = rows.last().unwrap();
     assert_eq!(last.0, "poke", "poked instead: {rows:?}");
-    assert_eq!(std::fs::read_to_string(&fired).unwrap().lines().count(), 1, "a held rung does not run");
+    assert_eq!(
+        std::fs::read_to_string(&fired).unwrap().lines().count(),
+        1,
+        "a held rung does not run"
+    );
     // `reset` clears the cap at once: the next streak's rung runs, well inside the window.
     env.ok(&at("02:00:00"), &["reset", "w"]);
     env.ok(&at("02:00:00"), &["activity", "w"]);
     third_miss(&env, 120);
-    assert_eq!(std::fs::read_to_string(&fired).unwrap().lines().count(), 2, "reset did not clear the cap");
+    assert_eq!(
+        std::fs::read_to_string(&fired).unwrap().lines().count(),
+        2,
+        "reset did not clear the cap"
+    );
     // The window slides: six hours after the last escalation, one more may run.
     env.ok(&at("03:00:00"), &["activity", "w"]);
     third_miss(&env, 180);
-    assert_eq!(std::fs::read_to_string(&fired).unwrap().lines().count(), 2, "held inside the window");
+    assert_eq!(
+        std::fs::read_to_string(&fired).unwrap().lines().count(),
+        2,
+        "held inside the window"
+    );
     env.ok(&at("10:00:00"), &["activity", "w"]);
     third_miss(&env, 600);
-    assert_eq!(std::fs::read_to_string(&fired).unwrap().lines().count(), 3, "the window did not slide");
+    assert_eq!(
+        std::fs::read_to_string(&fired).unwrap().lines().count(),
+        3,
+        "the window did not slide"
+    );
 }
 
 #[test]
@@ -151,7 +222,10 @@ fn a_gate_skips_for_one_wait_never_escalates_and_the_unanswered_poke_counts_once
     env.ok(T0, &["add", "w", "--only-if", &gate]);
     std::fs::write(&open, "").unwrap();
     env.ok(T0, &["run", "--once"]);
-    assert_eq!(count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'"), 1);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'"),
+        1
+    );
     std::fs::remove_file(&open).unwrap();
     // Due at 00:05, very stale at 00:15: the gate says skip, twice.
     let before = max_id(&env);
@@ -192,7 +266,21 @@ fn a_gate_error_pokes_anyway_and_fires_no_rung_in_that_streak() {
     std::fs::write(&mode, "0").unwrap();
     let gate = format!("sh -c 'exit $(cat {})'", mode.display());
     let rung = format!("2:sh -c 'echo x >> {}'", fired.display());
-    env.ok(T0, &["add", "w", "--only-if", &gate, "--escalate", &rung, "--fresh", "0s", "--very-stale", "0s"]);
+    env.ok(
+        T0,
+        &[
+            "add",
+            "w",
+            "--only-if",
+            &gate,
+            "--escalate",
+            &rung,
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+        ],
+    );
     env.ok(T0, &["run", "--once"]);
     env.ok(&at("00:05:00"), &["run", "--once"]);
     assert_eq!(state(&env, "w").0, 1);
@@ -204,14 +292,20 @@ fn a_gate_error_pokes_anyway_and_fires_no_rung_in_that_streak() {
     let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(kinds, ["miss", "poke"]);
     let detail = rows[1].2.clone().unwrap_or_default();
-    assert!(detail.contains("gate error (exit 255)") && detail.contains("rung 2 not fired"), "{detail}");
+    assert!(
+        detail.contains("gate error (exit 255)") && detail.contains("rung 2 not fired"),
+        "{detail}"
+    );
     assert!(!fired.exists(), "a rung ran on a broken gate");
     // The gate works again; the streak goes on past rung 2 without firing it.
     std::fs::write(&mode, "0").unwrap();
     env.ok(&at("00:23:45"), &["run", "--once"]);
     assert_eq!(state(&env, "w").0, 3);
     assert!(!fired.exists(), "the unfired rung was fired later in its streak");
-    assert_eq!(count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'escalation'"), 0);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'escalation'"),
+        0
+    );
 }
 
 #[test]
@@ -219,7 +313,21 @@ fn a_probe_counts_when_its_value_changes_and_not_its_own_echo() {
     let env = Env::new();
     let value = env.dir.path().join("value");
     let probe = format!("cat {}", value.display());
-    env.ok(T0, &["add", "w", "--activity-cmd", &probe, "--fresh", "1m", "--very-stale", "1m"]);
+    env.ok(
+        T0,
+        &[
+            "add",
+            "w",
+            "--activity-cmd",
+            &probe,
+            "--strategy",
+            "fixed",
+            "--fresh",
+            "1m",
+            "--very-stale",
+            "1m",
+        ],
+    );
     // The probe says 23:50, before the agent was added: a value never seen, so activity then
     // (long ago: the agent is very stale and poked at once).
     std::fs::write(&value, "1767224999.999\n").unwrap();
@@ -230,7 +338,9 @@ fn a_probe_counts_when_its_value_changes_and_not_its_own_echo() {
     assert_eq!((a0, p0), (1, 1));
     let first: i64 = env
         .sql()
-        .query_row("SELECT at FROM poke_log WHERE kind = 'activity'", [], |r| r.get(0))
+        .query_row("SELECT at FROM poke_log WHERE kind = 'activity'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(first, ms("2025-12-31T23:49:59.999Z"));
     // The same value again, at every pass: never counted again.
@@ -268,14 +378,34 @@ fn a_failing_probe_does_not_hold_up_the_poke_and_is_logged_when_it_starts_and_st
     let env = Env::new();
     let value = env.dir.path().join("value");
     let probe = format!("cat {}", value.display());
-    env.ok(T0, &["add", "w", "--activity-cmd", &probe, "--base", "1m", "--fresh", "0s", "--very-stale", "0s"]);
+    env.ok(
+        T0,
+        &[
+            "add",
+            "w",
+            "--activity-cmd",
+            &probe,
+            "--strategy",
+            "fixed",
+            "--base",
+            "1m",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+        ],
+    );
     let mut logs = String::new();
     for i in 0..3 {
         let out = env.at(&format!("2026-01-01T00:0{i}:00Z"), &["run", "--once"]);
         assert!(out.status.success());
         logs.push_str(&String::from_utf8_lossy(&out.stderr));
     }
-    assert_eq!(count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'"), 3, "pokes went ahead");
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'"),
+        3,
+        "pokes went ahead"
+    );
     // Each `run --once` is a new process, so each says it once; within one process it would
     // be once in all (the daemon test below).
     assert_eq!(logs.matches("activity probe failed").count(), 3, "{logs}");
@@ -291,7 +421,10 @@ fn bad_supervisor_options_exit_2_naming_the_value_and_create_nothing() {
         (&["add", "w", "--escalate", "0:x"][..], "0:x"),
         (&["add", "w", "--escalate", "x"], "'x'"),
         (&["add", "w", "--escalate", "3:"], "3:"),
-        (&["add", "w", "--escalate", "3:a", "--escalate", "3:b"], "same number of misses"),
+        (
+            &["add", "w", "--escalate", "3:a", "--escalate", "3:b"],
+            "same number of misses",
+        ),
         (&["add", "w", "--escalate", "3:'unbalanced"], "unbalanced"),
         (&["add", "w", "--only-if", "sh -c 'oops"], "unbalanced"),
         (&["add", "w", "--escalate-limit", "0/1h"], "0/1h"),
@@ -314,25 +447,54 @@ fn bad_supervisor_options_exit_2_naming_the_value_and_create_nothing() {
 #[test]
 fn set_replaces_and_removes_the_ladder_gate_and_probe() {
     let env = Env::new();
-    env.ok(T0, &["add", "w", "--escalate", "3:a", "--escalate", "5:b", "--only-if", "true", "--activity-cmd", "date +%s"]);
+    env.ok(
+        T0,
+        &[
+            "add",
+            "w",
+            "--escalate",
+            "3:a",
+            "--escalate",
+            "5:b",
+            "--only-if",
+            "true",
+            "--activity-cmd",
+            "date +%s",
+        ],
+    );
     assert_eq!(count(&env, "SELECT count(*) FROM rungs"), 2);
     env.ok(T0, &["set", "w", "--escalate", "2:c"]);
     let rungs: String = env
         .sql()
-        .query_row("SELECT group_concat(misses || command) FROM rungs", [], |r| r.get(0))
+        .query_row("SELECT group_concat(misses || command) FROM rungs", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(rungs, "2[\"c\"]");
-    env.ok(T0, &["set", "w", "--no-escalate", "--no-only-if", "--no-activity-cmd"]);
+    env.ok(
+        T0,
+        &["set", "w", "--no-escalate", "--no-only-if", "--no-activity-cmd"],
+    );
     assert_eq!(count(&env, "SELECT count(*) FROM rungs"), 0);
     assert_eq!(
-        count(&env, "SELECT count(*) FROM agents WHERE only_if IS NULL AND activity_cmd IS NULL"),
+        count(
+            &env,
+            "SELECT count(*) FROM agents WHERE only_if IS NULL AND activity_cmd IS NULL"
+        ),
         1
     );
     let detail: String = env
         .sql()
-        .query_row("SELECT detail FROM poke_log WHERE kind = 'updated' ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT detail FROM poke_log WHERE kind = 'updated' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert!(detail.contains("ladder 2:c → none") && detail.contains("gate true → none"), "{detail}");
+    assert!(
+        detail.contains("ladder 2:c → none") && detail.contains("gate true → none"),
+        "{detail}"
+    );
     // The rungs go with the agent.
     env.ok(T0, &["set", "w", "--escalate", "4:d"]);
     env.ok(T0, &["rm", "w"]);

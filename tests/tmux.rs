@@ -16,7 +16,10 @@ struct Tmux {
 impl Tmux {
     /// A server in `dir`, or `None` (after saying why) when tmux is missing outside CI.
     fn start(dir: &Path) -> Option<Tmux> {
-        let found = Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
+        let found = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !found {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -38,13 +41,21 @@ impl Tmux {
 
     fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd().args(args).output().unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
     /// What the session's pane shows.
     fn pane(&self, session: &str) -> String {
-        let out = self.cmd().args(["capture-pane", "-p", "-t", session]).output().unwrap();
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", session])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -57,7 +68,11 @@ impl Tmux {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "poked {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "poked {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -84,11 +99,41 @@ fn wait_past(at: i64) {
 #[test]
 fn the_poke_types_into_the_pane_its_echo_is_no_answer_and_later_output_is() {
     let env = Env::new();
-    let Some(tmux) = Tmux::start(env.dir.path()) else { return };
+    let Some(tmux) = Tmux::start(env.dir.path()) else {
+        return;
+    };
     let out = env.dir.path().join("out");
     std::fs::write(&out, "").unwrap();
-    tmux.run(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "20", "tail", "-f", out.to_str().unwrap()]);
-    tmux.poked(&env, &["add", "w", "--tmux", "w", "--message", "wake up, w", "--base", "1s", "--fresh", "0s", "--very-stale", "0s"]);
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "w",
+        "-x",
+        "120",
+        "-y",
+        "20",
+        "tail",
+        "-f",
+        out.to_str().unwrap(),
+    ]);
+    tmux.poked(
+        &env,
+        &[
+            "add",
+            "w",
+            "--tmux",
+            "w",
+            "--message",
+            "wake up, w",
+            "--base",
+            "1s",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+        ],
+    );
     // The probe's first value is the session's creation: new, so it counts once.
     tmux.poked(&env, &["run", "--once"]);
     assert!(
@@ -98,28 +143,51 @@ fn the_poke_types_into_the_pane_its_echo_is_no_answer_and_later_output_is() {
     );
     let activities = || count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'activity'");
     let before = activities();
-    let poke: i64 = env.sql().query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0)).unwrap();
+    let poke: i64 = env
+        .sql()
+        .query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0))
+        .unwrap();
     // The typing shows as window activity within the echo window: seen, not an answer.
     wait_past(poke + 1000);
     tmux.poked(&env, &["run", "--once"]);
     assert_eq!(activities(), before, "the poke's own echo counted as an answer");
-    let seen: i64 = env.sql().query_row("SELECT probe_seen_at FROM agents", [], |r| r.get(0)).unwrap();
-    assert!(seen >= poke / 1000 * 1000 && seen <= poke + 2000, "seen {seen}, poke {poke}");
+    let seen: i64 = env
+        .sql()
+        .query_row("SELECT probe_seen_at FROM agents", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        seen >= poke / 1000 * 1000 && seen <= poke + 2000,
+        "seen {seen}, poke {poke}"
+    );
     // Output well after the last poke's echo window is the agent answering.
-    let poke: i64 = env.sql().query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0)).unwrap();
+    let poke: i64 = env
+        .sql()
+        .query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0))
+        .unwrap();
     wait_past(poke + 3000);
     std::fs::write(&out, "agent: working on it\n").unwrap();
-    assert!(wait_for(Duration::from_secs(10), || tmux.pane("w").contains("working on it")));
+    assert!(wait_for(Duration::from_secs(10), || tmux
+        .pane("w")
+        .contains("working on it")));
     tmux.poked(&env, &["run", "--once"]);
-    assert_eq!(activities(), before + 1, "output after the echo window was not seen as activity");
-    let misses: i64 = env.sql().query_row("SELECT consecutive_misses FROM agents", [], |r| r.get(0)).unwrap();
+    assert_eq!(
+        activities(),
+        before + 1,
+        "output after the echo window was not seen as activity"
+    );
+    let misses: i64 = env
+        .sql()
+        .query_row("SELECT consecutive_misses FROM agents", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(misses, 0);
 }
 
 #[test]
 fn a_rung_that_restarts_the_session_brings_the_agent_back() {
     let env = Env::new();
-    let Some(tmux) = Tmux::start(env.dir.path()) else { return };
+    let Some(tmux) = Tmux::start(env.dir.path()) else {
+        return;
+    };
     tmux.run(&["new-session", "-d", "-s", "w", "cat"]);
     // The rung kills the session and starts a new one whose agent speaks after a moment.
     let restart = env.dir.path().join("restart.sh");
@@ -131,31 +199,64 @@ fn a_rung_that_restarts_the_session_brings_the_agent_back() {
     let rung = format!("1:sh {}", restart.display());
     tmux.poked(
         &env,
-        &["add", "w", "--tmux", "w", "--base", "1s", "--fresh", "0s", "--very-stale", "0s", "--grace", "1s", "--escalate", &rung],
+        &[
+            "add",
+            "w",
+            "--tmux",
+            "w",
+            "--base",
+            "1s",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+            "--grace",
+            "1s",
+            "--escalate",
+            &rung,
+        ],
     );
     tmux.poked(&env, &["run", "--once"]);
-    let poke: i64 = env.sql().query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0)).unwrap();
+    let poke: i64 = env
+        .sql()
+        .query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0))
+        .unwrap();
     wait_past(poke + 2500);
     // Unanswered: the miss reaches rung 1, which restarts the session.
     tmux.poked(&env, &["run", "--once"]);
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'escalation' AND outcome = 'ok'"),
+        count(
+            &env,
+            "SELECT count(*) FROM poke_log WHERE kind = 'escalation' AND outcome = 'ok'"
+        ),
         1,
         "{}",
         tmux.poked(&env, &["history"])
     );
     assert!(
-        wait_for(Duration::from_secs(15), || tmux.pane("w").contains("back after restart")),
+        wait_for(Duration::from_secs(15), || tmux
+            .pane("w")
+            .contains("back after restart")),
         "the session did not come back: {}",
         tmux.pane("w")
     );
-    let escalated: i64 = env.sql().query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0)).unwrap();
+    let escalated: i64 = env
+        .sql()
+        .query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0))
+        .unwrap();
     wait_past(escalated + 2500);
     tmux.poked(&env, &["run", "--once"]);
     let (misses, activity): (i64, Option<i64>) = env
         .sql()
-        .query_row("SELECT consecutive_misses, last_activity_at FROM agents", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT consecutive_misses, last_activity_at FROM agents",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    assert!(activity.is_some_and(|a| a > escalated + 2000), "the restarted agent's output was not activity");
+    assert!(
+        activity.is_some_and(|a| a > escalated + 2000),
+        "the restarted agent's output was not activity"
+    );
     assert_eq!(misses, 0, "{}", tmux.poked(&env, &["history"]));
 }

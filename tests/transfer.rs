@@ -144,7 +144,7 @@ fn a_bad_line_in_a_batch_writes_nothing_and_names_its_line() {
 #[test]
 fn a_bad_line_in_a_later_batch_keeps_the_batches_before_it() {
     let env = Env::new();
-    let batch = poked::commands::transfer::BATCH;
+    let batch = poked::transfer::BATCH;
     let mut text = String::new();
     for i in 1..=batch + 10 {
         if i == batch + 3 {
@@ -207,7 +207,7 @@ fn an_existing_id_stops_the_import_unless_replace() {
     let line =
         "{\"id\":\"new\"}\n{\"id\":\"mayor\",\"base_interval_ms\":120000,\"max_interval_ms\":600000}\n";
     let out = import_stdin(&env, T, &["import", "-"], line);
-    assert_error(&out, 2, "line 2: agent \"mayor\" already exists");
+    assert_error(&out, 1, "line 2: agent \"mayor\" already exists");
     assert_eq!(env.fingerprint(), before);
 
     let out = import_stdin(&env, LATER, &["import", "-", "--replace"], line);

@@ -8,7 +8,8 @@ use std::io::Write;
 use super::{Context, io_err, parse_ids};
 use crate::cli::{AddArgs, SetArgs, SettingsArgs};
 use poked::agent::{
-    Agent, AgentId, Settings, TMUX_MESSAGE, Tmux, tmux, validate_command, validate_heartbeat_file, validate_ladder,
+    Agent, AgentId, Settings, TMUX_MESSAGE, Tmux, tmux, validate_command, validate_heartbeat_file,
+    validate_ladder,
 };
 use poked::error::{Error, Result};
 use poked::store::{Patch, SCHEMA_VERSION};
@@ -44,14 +45,18 @@ pub fn add(ctx: &Context, out: &mut dyn Write, args: AddArgs) -> Result<()> {
         very_stale_ms: a
             .very_stale
             .unwrap_or(defaults.very_stale_ms.max(a.fresh.unwrap_or(0))),
-        command: (!args.command.is_empty()).then_some(args.command).or(tmux_command),
+        command: (!args.command.is_empty())
+            .then_some(args.command)
+            .or(tmux_command),
         heartbeat_file: a.heartbeat_file.clone(),
         activity_cmd: a.activity_cmd.clone().map(|c| c.0).or(tmux_probe),
         echo_ms: a.echo.unwrap_or(defaults.echo_ms),
         only_if: a.only_if.clone().map(|c| c.0),
         grace_ms: a.grace.unwrap_or(defaults.grace_ms),
         escalate_limit: a.escalate_limit.map_or(defaults.escalate_limit, |l| l.limit),
-        escalate_window_ms: a.escalate_limit.map_or(defaults.escalate_window_ms, |l| l.window_ms),
+        escalate_window_ms: a
+            .escalate_limit
+            .map_or(defaults.escalate_window_ms, |l| l.window_ms),
     };
     settings.validate()?;
     let rungs = validate_ladder(a.escalate.clone())?;
@@ -112,7 +117,11 @@ pub fn set(ctx: &Context, out: &mut dyn Write, args: SetArgs) -> Result<()> {
         } else {
             a.heartbeat_file.clone().map(Some)
         },
-        activity_cmd: either(args.no_activity_cmd, a.activity_cmd.clone().map(|c| c.0), tmux_probe),
+        activity_cmd: either(
+            args.no_activity_cmd,
+            a.activity_cmd.clone().map(|c| c.0),
+            tmux_probe,
+        ),
         echo_ms: a.echo,
         only_if: either(args.no_only_if, a.only_if.clone().map(|c| c.0), None),
         grace_ms: a.grace,

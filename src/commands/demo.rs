@@ -165,7 +165,11 @@ fn narrate(
     let mut poll = Poll::new(store, false)?;
     let mut last_id = 0;
     while Instant::now() < deadline && !shutdown.is_stopping() {
-        if !poll.wait(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)))? {
+        if !poll.wait(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+        )? {
             continue;
         }
         let rows = store.history(&HistoryFilter {

@@ -104,7 +104,11 @@ pub fn explain(ctx: &Context, out: &mut dyn Write, id: &str, at: Option<&str>, j
     }
 
     let p_from = match agent.last_poke_at {
-        Some(poke) => format!("last poke {} + wait {}", format_time(poke), format_duration(agent.wait_ms)),
+        Some(poke) => format!(
+            "last poke {} + wait {}",
+            format_time(poke),
+            format_duration(agent.wait_ms)
+        ),
         None => format!("created {} (never poked)", format_time(agent.created_at)),
     };
     let a_text = match (terms.a, agent.last_activity_at) {
@@ -127,12 +131,19 @@ pub fn explain(ctx: &Context, out: &mut dyn Write, id: &str, at: Option<&str>, j
     };
     let due_text = match next_due {
         None => "never: the agent is paused".to_string(),
-        Some(d) => format!("{} ({}), decided by {winner_text}", format_time(d), due_relative(d, at)),
+        Some(d) => format!(
+            "{} ({}), decided by {winner_text}",
+            format_time(d),
+            due_relative(d, at)
+        ),
     };
     let freshness = format!(
         "{}: {}; fresh under {}, very stale from {}",
         agent.freshness(at).as_str(),
-        age.map_or_else(|| "never active".into(), |age| format!("last active {} ago", format_duration(age))),
+        age.map_or_else(
+            || "never active".into(),
+            |age| format!("last active {} ago", format_duration(age))
+        ),
         format_duration(s.fresh_ms),
         format_duration(s.very_stale_ms)
     );
@@ -155,7 +166,11 @@ pub fn explain(ctx: &Context, out: &mut dyn Write, id: &str, at: Option<&str>, j
             r.misses,
             serde_json::to_string(&r.command).unwrap_or_default(),
             r.misses - agent.consecutive_misses,
-            if r.misses - agent.consecutive_misses == 1 { "" } else { "es" }
+            if r.misses - agent.consecutive_misses == 1 {
+                ""
+            } else {
+                "es"
+            }
         ),
         None if ladder.rungs.is_empty() => "none (no ladder)".into(),
         None => "none left in this streak".into(),
@@ -166,12 +181,16 @@ pub fn explain(ctx: &Context, out: &mut dyn Write, id: &str, at: Option<&str>, j
         cap.limit,
         format_duration(cap.window_ms),
         format_time(at),
-        cap.oldest_leaves_at(at)
-            .map_or_else(String::new, |t| format!("; the oldest leaves the window at {}", format_time(t)))
+        cap.oldest_leaves_at(at).map_or_else(String::new, |t| format!(
+            "; the oldest leaves the window at {}",
+            format_time(t)
+        ))
     );
     let argv = |a: &Option<Vec<String>>| {
-        a.as_ref()
-            .map_or_else(|| "none".to_string(), |a| serde_json::to_string(a).unwrap_or_default())
+        a.as_ref().map_or_else(
+            || "none".to_string(),
+            |a| serde_json::to_string(a).unwrap_or_default(),
+        )
     };
     let lines = [
         ("agent", agent.id.to_string()),

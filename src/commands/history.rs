@@ -105,7 +105,9 @@ fn write_rows(out: &mut dyn Write, table: &mut Table, format: Format, rows: &[Lo
     match format {
         Format::Table => table.write(out, rows.iter().map(log_cells).collect()),
         Format::Csv => rows.iter().try_for_each(|row| write_csv_row(out, row)),
-        Format::Json => rows.iter().try_for_each(|row| print_json_line(out, &log_json(row))),
+        Format::Json => rows
+            .iter()
+            .try_for_each(|row| print_json_line(out, &log_json(row))),
     }
 }
 

@@ -23,8 +23,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use poked::agent::AgentId;
 use crate::cli::{Cli, Command, SyncLevel};
+use poked::agent::AgentId;
 use poked::clock::{self, Clock, Millis};
 use poked::error::{Error, Result};
 use poked::random::{self, Draw};

@@ -68,7 +68,13 @@ pub fn next(ctx: &Context, out: &mut dyn Write, wait: bool, json: bool) -> Resul
     }
 }
 
-fn print_next(store: &Store, out: &mut dyn Write, agent: Option<&Agent>, now: Millis, json: bool) -> Result<()> {
+fn print_next(
+    store: &Store,
+    out: &mut dyn Write,
+    agent: Option<&Agent>,
+    now: Millis,
+    json: bool,
+) -> Result<()> {
     let (agent, due) = match agent.and_then(|a| Some((a, a.next_due_at?))) {
         Some(found) => found,
         None if json => return print_json(out, &Value::Null),

@@ -64,7 +64,11 @@ pub fn plan(ctx: &Context, out: &mut dyn Write, id: &str, count: usize, json: bo
             format_time(s.at)
         };
         let wait = if s.wait_min_ms < s.interval_ms {
-            format!("{}..{}", format_duration(s.wait_min_ms), format_duration(s.interval_ms))
+            format!(
+                "{}..{}",
+                format_duration(s.wait_min_ms),
+                format_duration(s.interval_ms)
+            )
         } else {
             format_duration(s.interval_ms)
         };

@@ -13,7 +13,11 @@ use poked::units::{format_duration, format_time};
 /// `poked prune --older-than D [--dry-run]`.
 pub fn prune(ctx: &Context, out: &mut dyn Write, older_than: i64, dry_run: bool, json: bool) -> Result<()> {
     let before = ctx.now().saturating_sub(older_than);
-    let store = if dry_run { ctx.open_to_read()? } else { ctx.open(false)? };
+    let store = if dry_run {
+        ctx.open_to_read()?
+    } else {
+        ctx.open(false)?
+    };
     let rows = store.prune(before, PRUNE_BATCH, dry_run)?;
     if json {
         return print_json(

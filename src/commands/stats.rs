@@ -20,7 +20,12 @@ use poked::units::{format_duration, format_time};
 
 /// `{"ok": 3, "failed": 1, ...}` with every outcome present.
 fn by_outcome(counts: &BTreeMap<Outcome, i64>) -> Value {
-    Value::Object(counts.iter().map(|(o, n)| (o.as_str().to_string(), json!(n))).collect())
+    Value::Object(
+        counts
+            .iter()
+            .map(|(o, n)| (o.as_str().to_string(), json!(n)))
+            .collect(),
+    )
 }
 
 /// `3 ok, 1 failed`, or `-`.

@@ -86,8 +86,10 @@ pub fn show(ctx: &Context, out: &mut dyn Write, id: &str, json: bool) -> Result<
     }
     let s = &agent.settings;
     let argv = |argv: &Option<Vec<String>>, none: &str| {
-        argv.as_ref()
-            .map_or_else(|| none.to_string(), |argv| serde_json::to_string(argv).unwrap_or_default())
+        argv.as_ref().map_or_else(
+            || none.to_string(),
+            |argv| serde_json::to_string(argv).unwrap_or_default(),
+        )
     };
     let mut lines = vec![
         ("id", agent.id.to_string()),
@@ -109,7 +111,11 @@ pub fn show(ctx: &Context, out: &mut dyn Write, id: &str, json: bool) -> Result<
         ("misses in a row", agent.consecutive_misses.to_string()),
         (
             "fresh / very stale",
-            format!("{} / {}", format_duration(s.fresh_ms), format_duration(s.very_stale_ms)),
+            format!(
+                "{} / {}",
+                format_duration(s.fresh_ms),
+                format_duration(s.very_stale_ms)
+            ),
         ),
         ("last poke", time_or(agent.last_poke_at, "never")),
         ("last activity", time_or(agent.last_activity_at, "never")),
@@ -133,8 +139,10 @@ pub fn show(ctx: &Context, out: &mut dyn Write, id: &str, json: bool) -> Result<
                 cap.count(now),
                 cap.limit,
                 format_duration(cap.window_ms),
-                cap.oldest_leaves_at(now)
-                    .map_or_else(String::new, |at| format!(" (the oldest leaves at {})", format_time(at))),
+                cap.oldest_leaves_at(now).map_or_else(String::new, |at| format!(
+                    " (the oldest leaves at {})",
+                    format_time(at)
+                )),
                 format_duration(s.grace_ms)
             ),
         ),

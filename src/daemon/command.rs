@@ -188,7 +188,10 @@ pub fn run_command(
     tracker.wait_until(Instant::now().checked_add(PIPE_DRAIN), |t| t.readers_open == 0);
     if tracker.readers_open > 0 {
         // Only a process that escaped the group can still hold the pipes: stop reading them.
-        tracing::debug!(pgid, "pipes still open after the group was killed; no longer reading them");
+        tracing::debug!(
+            pgid,
+            "pipes still open after the group was killed; no longer reading them"
+        );
         stop_reader.store(true, Ordering::SeqCst);
         tracker.wait_until(None, |t| t.readers_open == 0);
     }
@@ -594,7 +597,10 @@ mod tests {
 
     fn run_with(argv: &[&str], env: &[(&str, &str)], timeout: Duration, cancel: &AtomicBool) -> Run {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let env: Vec<(String, OsString)> = env.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
+        let env: Vec<(String, OsString)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
         let mut pgid = None;
         let started = Instant::now();
         let result = run_command(&argv, &env, timeout, GRACE, cancel, &mut |pid| {

@@ -478,8 +478,14 @@ impl Scheduler<'_> {
 pub(super) fn command_env(store: &Store, agent: &Agent, poke: Option<&Started>) -> Vec<(String, OsString)> {
     let mut env = vec![
         ("POKED_AGENT".to_string(), OsString::from(agent.id.as_str())),
-        ("POKED_MISSES".to_string(), agent.consecutive_misses.to_string().into()),
-        ("POKED_INTERVAL_MS".to_string(), agent.current_interval_ms.to_string().into()),
+        (
+            "POKED_MISSES".to_string(),
+            agent.consecutive_misses.to_string().into(),
+        ),
+        (
+            "POKED_INTERVAL_MS".to_string(),
+            agent.current_interval_ms.to_string().into(),
+        ),
         ("POKED_DB".to_string(), store.path().as_os_str().to_owned()),
     ];
     if let Some(poke) = poke {
@@ -495,13 +501,16 @@ pub(super) fn command_env(store: &Store, agent: &Agent, poke: Option<&Started>) 
 pub(super) fn carry_out(shared: &Shared<'_>, poke: &Started) -> Finished {
     let Some(argv) = &poke.command else {
         // Pokes without a command are `sent` when committed; nothing runs.
-        return finished(poke.log_id, &CommandResult {
-            outcome: Outcome::Sent,
-            exit_code: None,
-            duration_ms: 0,
-            detail: None,
-            stdout: Vec::new(),
-        });
+        return finished(
+            poke.log_id,
+            &CommandResult {
+                outcome: Outcome::Sent,
+                exit_code: None,
+                duration_ms: 0,
+                detail: None,
+                stdout: Vec::new(),
+            },
+        );
     };
     let env = command_env(shared.store, &poke.agent, Some(poke));
     let result = run_command(

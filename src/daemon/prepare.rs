@@ -74,12 +74,21 @@ pub(super) fn prepare(shared: &Shared<'_>, agent: Agent, allow_miss: bool) -> Do
     }
 }
 
-fn steps(shared: &Shared<'_>, agent: Agent, allow_miss: bool, report: &mut PassReport) -> Result<Option<Started>> {
+fn steps(
+    shared: &Shared<'_>,
+    agent: Agent,
+    allow_miss: bool,
+    report: &mut PassReport,
+) -> Result<Option<Started>> {
     let stopped = || shared.stop.load(Ordering::SeqCst);
     if stopped() {
         return Ok(None);
     }
-    let probe = agent.settings.activity_cmd.as_ref().and_then(|argv| run_probe(shared, &agent, argv));
+    let probe = agent
+        .settings
+        .activity_cmd
+        .as_ref()
+        .and_then(|argv| run_probe(shared, &agent, argv));
     let mtime = agent
         .settings
         .heartbeat_file
@@ -122,7 +131,11 @@ fn steps(shared: &Shared<'_>, agent: Agent, allow_miss: bool, report: &mut PassR
                 }
                 tx.skip(&mut agent, &result, now, shared.draw)?;
                 report.skips += 1;
-                tracing::info!(agent = agent.id.as_str(), exit_code = result.exit_code, "skip: the gate says there is nothing to do");
+                tracing::info!(
+                    agent = agent.id.as_str(),
+                    exit_code = result.exit_code,
+                    "skip: the gate says there is nothing to do"
+                );
                 Ok(None)
             }
             Gate::Open => begin(tx, &mut agent, now, allow_miss, None, shared, report),
@@ -173,7 +186,13 @@ fn begin(
         tx.abandon();
         return Ok(None);
     }
-    let decision = rules::decide(agent, now, allow_miss, gate_error.is_some(), &mut tx.ladder(agent))?;
+    let decision = rules::decide(
+        agent,
+        now,
+        allow_miss,
+        gate_error.is_some(),
+        &mut tx.ladder(agent),
+    )?;
     let poke = tx.begin(agent, &decision, now, shared.draw, gate_error)?;
     report.pokes += 1;
     report.misses += usize::from(poke.missed);

@@ -24,7 +24,8 @@ pub fn parse_instant(stdout: &[u8]) -> Result<Millis, String> {
     if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) && !text.contains(['-', ':', 'T']) {
         return seconds(text).ok_or_else(|| format!("{text:?} is not a number of seconds"));
     }
-    let at = parse_rfc3339(text).map_err(|_| format!("{text:?} is neither Unix seconds nor an RFC 3339 time"))?;
+    let at =
+        parse_rfc3339(text).map_err(|_| format!("{text:?} is neither Unix seconds nor an RFC 3339 time"))?;
     if at < 0 {
         return Err(format!("{text:?} is before 1970"));
     }
@@ -34,7 +35,10 @@ pub fn parse_instant(stdout: &[u8]) -> Result<Millis, String> {
 /// `1767225600` or `1767225600.25` seconds as milliseconds, exactly (no floating point).
 fn seconds(text: &str) -> Option<Millis> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let secs: i64 = whole.parse().ok()?;
@@ -64,7 +68,11 @@ impl ProbeHealth {
     pub fn failed(&self, agent: &AgentId, why: &str) {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         if !failing.contains_key(agent) {
-            tracing::warn!(agent = agent.as_str(), error = why, "the activity probe failed; counting no activity from it");
+            tracing::warn!(
+                agent = agent.as_str(),
+                error = why,
+                "the activity probe failed; counting no activity from it"
+            );
             failing.insert(agent.clone(), why.to_string());
         }
     }

@@ -228,7 +228,11 @@ fn correct_future(store: &Store, clock: &dyn Clock, now: Millis) -> Result<()> {
         return Ok(());
     }
     for c in store.correct_future(now, FUTURE_SLACK)? {
-        tracing::warn!(agent = c.agent_id.as_str(), detail = c.detail.as_str(), "times in the future (was the clock set back?) were moved to now");
+        tracing::warn!(
+            agent = c.agent_id.as_str(),
+            detail = c.detail.as_str(),
+            "times in the future (was the clock set back?) were moved to now"
+        );
     }
     Ok(())
 }
@@ -264,6 +268,8 @@ impl Daemon<'_> {
                         .map_or(Duration::from_secs(1), |d| (d * 2).min(MAX_RETRY));
                     if self.failing.is_none() {
                         tracing::error!(error = %e, "the database is unavailable; retrying until it recovers");
+                    } else {
+                        tracing::debug!(retry_in = ?delay, "the database is still unavailable");
                     }
                     self.failing = Some(delay);
                     self.sleep(scheduler, Instant::now() + delay, None)?;
@@ -352,7 +358,8 @@ impl Daemon<'_> {
         Ok(true)
     }
 
-    /// Sleeps until `deadline`, a stop signal, or (with `seen`) a change to the database.
+    /// Sleeps until `deadline`, a stop signal, a command finishing (its outcome is to be
+    /// recorded), or (with `seen`) a change to the database.
     fn sleep(&mut self, scheduler: &mut Scheduler<'_>, deadline: Instant, seen: Option<i64>) -> Result<()> {
         while !self.stop.load(Ordering::SeqCst) {
             if let Some(seen) = seen
@@ -364,7 +371,9 @@ impl Daemon<'_> {
             if now >= deadline {
                 break;
             }
-            scheduler.wait_for_done((now + POLL).min(deadline));
+            if scheduler.wait_for_done((now + POLL).min(deadline)) {
+                break;
+            }
             self.keep_wal_bounded();
             if self.clock_jumped() {
                 break;

@@ -107,10 +107,7 @@ impl Store {
             let mut stmt = conn.prepare_cached("SELECT outcome = 'pending' FROM poke_log WHERE id = ?1")?;
             let mut still = Vec::new();
             for &id in ids {
-                if stmt
-                    .query_row([id], |row| row.get::<_, bool>(0))
-                    .unwrap_or(false)
-                {
+                if stmt.query_row([id], |row| row.get::<_, bool>(0)).unwrap_or(false) {
                     still.push(id);
                 }
             }
@@ -325,9 +322,8 @@ impl Replay {
 
 /// Last poke, last activity and paused against a replay of each agent's log.
 fn instants_against_log(conn: &Connection, out: &mut Vec<Breach>) -> Result<()> {
-    let mut agents = conn.prepare(
-        "SELECT id, last_poke_at, last_activity_at, paused FROM agents ORDER BY id",
-    )?;
+    let mut agents =
+        conn.prepare("SELECT id, last_poke_at, last_activity_at, paused FROM agents ORDER BY id")?;
     let mut log = conn.prepare(
         "SELECT kind, at, outcome, detail FROM poke_log
          WHERE agent_id = ?1 AND id >= coalesce((SELECT max(id) FROM poke_log
@@ -353,7 +349,12 @@ fn instants_against_log(conn: &Connection, out: &mut Vec<Breach>) -> Result<()> 
             let outcome: Option<String> = r.get(2)?;
             let detail: Option<String> = r.get(3)?;
             if let Ok(kind) = kind.parse() {
-                replay.row(kind, r.get(1)?, outcome.and_then(|o| o.parse().ok()), detail.as_deref());
+                replay.row(
+                    kind,
+                    r.get(1)?,
+                    outcome.and_then(|o| o.parse().ok()),
+                    detail.as_deref(),
+                );
             }
         }
         if !replay.anchored {
@@ -375,7 +376,12 @@ fn instants_against_log(conn: &Connection, out: &mut Vec<Breach>) -> Result<()> 
                 ));
             }
         };
-        compare(Rule::LastPokeMatchesLog, "last_poke_at", last_poke, replay.last_poke);
+        compare(
+            Rule::LastPokeMatchesLog,
+            "last_poke_at",
+            last_poke,
+            replay.last_poke,
+        );
         if !replay.imported {
             compare(
                 Rule::LastActivityMatchesLog,

@@ -128,7 +128,9 @@ impl Store {
             };
             let mut out = Vec::new();
             for id in ids {
-                let Ok(id) = crate::agent::AgentId::parse(&id) else { continue };
+                let Ok(id) = crate::agent::AgentId::parse(&id) else {
+                    continue;
+                };
                 let mut agent = tx.agent(&id)?;
                 if let Some(detail) = tx.correct_future(&mut agent, now, slack)? {
                     out.push(Correction {

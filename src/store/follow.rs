@@ -85,7 +85,8 @@ impl Store {
                 };
                 step.rows = select_log(conn, &new, LogOrder::NewRows)?;
             }
-            let mut one = conn.prepare_cached(&format!("SELECT {LOG_COLUMNS} FROM poke_log WHERE id = ?1"))?;
+            let mut one =
+                conn.prepare_cached(&format!("SELECT {LOG_COLUMNS} FROM poke_log WHERE id = ?1"))?;
             for &id in watched {
                 match one.query_row([id], log_from_row).optional()? {
                     None => step.gone.push(id),

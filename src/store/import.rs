@@ -180,12 +180,15 @@ struct Detail {
 
 impl Detail {
     fn of(&mut self, s: &Settings, rungs: &[Rung], paused: bool, replaced: bool) -> &str {
-        let same = self
-            .made_for
-            .as_ref()
-            .is_some_and(|(m, n, p, r)| m == s && *n == 0 && rungs.is_empty() && *p == paused && *r == replaced);
+        let same = self.made_for.as_ref().is_some_and(|(m, n, p, r)| {
+            m == s && *n == 0 && rungs.is_empty() && *p == paused && *r == replaced
+        });
         if !same {
-            let how = if replaced { "replaced by import" } else { "imported" };
+            let how = if replaced {
+                "replaced by import"
+            } else {
+                "imported"
+            };
             self.text = format!("{how}: {}", super::transitions::describe(s, rungs, paused));
             self.made_for = Some((s.clone(), rungs.len(), paused, replaced));
         }

@@ -169,12 +169,8 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(path: &Path, options: OpenOptions) -> Result<Store> {
-        let (conn, spec) = open::first_connection(
-            path,
-            options.create,
-            !options.read_only_ok,
-            options.synchronous,
-        )?;
+        let (conn, spec) =
+            open::first_connection(path, options.create, !options.read_only_ok, options.synchronous)?;
         let size = options.connections.max(1);
         if size == 1 {
             return Ok(Store {

@@ -155,7 +155,9 @@ pub(super) fn first_connection(
 /// nobody is writing the file and it can be read immutable.
 fn needs_immutable(e: &Error, path: &Path) -> bool {
     let cannot_open = matches!(e, Error::Io { .. } | Error::ReadOnly { .. } | Error::Sqlite(_));
-    let wal_frames = fs::metadata(wal_path(path)).map(|m| m.len() > 32).unwrap_or(false);
+    let wal_frames = fs::metadata(wal_path(path))
+        .map(|m| m.len() > 32)
+        .unwrap_or(false);
     cannot_open && !wal_frames
 }
 
@@ -291,7 +293,9 @@ fn check_header(path: &Path) -> Result<()> {
         n => u64::from(n),
     };
     let page_count = u64::from(be32(28));
-    let wal_has_frames = fs::metadata(wal_path(path)).map(|m| m.len() > 32).unwrap_or(false);
+    let wal_has_frames = fs::metadata(wal_path(path))
+        .map(|m| m.len() > 32)
+        .unwrap_or(false);
     if !wal_has_frames && page_count > 0 && page_size * page_count > len {
         return Err(Error::Corrupt {
             path: path.to_path_buf(),
@@ -383,11 +387,31 @@ impl ConnectionSettings {
                 out.push((name, got, want));
             }
         };
-        note("journal_mode", self.journal_mode.clone(), want.journal_mode.clone());
-        note("synchronous", self.synchronous.to_string(), want.synchronous.to_string());
-        note("busy_timeout", self.busy_timeout_ms.to_string(), want.busy_timeout_ms.to_string());
-        note("foreign_keys", self.foreign_keys.to_string(), want.foreign_keys.to_string());
-        note("trusted_schema", self.trusted_schema.to_string(), want.trusted_schema.to_string());
+        note(
+            "journal_mode",
+            self.journal_mode.clone(),
+            want.journal_mode.clone(),
+        );
+        note(
+            "synchronous",
+            self.synchronous.to_string(),
+            want.synchronous.to_string(),
+        );
+        note(
+            "busy_timeout",
+            self.busy_timeout_ms.to_string(),
+            want.busy_timeout_ms.to_string(),
+        );
+        note(
+            "foreign_keys",
+            self.foreign_keys.to_string(),
+            want.foreign_keys.to_string(),
+        );
+        note(
+            "trusted_schema",
+            self.trusted_schema.to_string(),
+            want.trusted_schema.to_string(),
+        );
         note(
             "journal_size_limit",
             self.journal_size_limit.to_string(),
@@ -505,7 +529,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         // Another process may have migrated between our read and our transaction.
         if user_version(conn, path)? != SCHEMA_VERSION {
             return Err(match e {
-                rusqlite_migration::Error::RusqliteError { err, .. } => classify(path, err),
+                rusqlite_migration::Error::RusqliteError { err, .. } => match classify(path, err) {
+                    Error::Sqlite(e) => Error::Migration {
+                        path: path.to_path_buf(),
+                        detail: format!("{} (the file is unchanged)", crate::error::sqlite_message(&e)),
+                    },
+                    other => other,
+                },
                 other => Error::Migration {
                     path: path.to_path_buf(),
                     detail: other.to_string(),

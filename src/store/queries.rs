@@ -62,8 +62,11 @@ pub(super) fn due_rows(conn: &Connection, now: Millis, limit: usize) -> Result<D
 
 /// An agent's rungs, by misses.
 pub(super) fn rungs(conn: &Connection, id: &AgentId) -> Result<Vec<Rung>> {
-    let mut stmt = conn.prepare_cached("SELECT misses, command FROM rungs WHERE agent_id = ?1 ORDER BY misses")?;
-    let rows = stmt.query_map([id.as_str()], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?;
+    let mut stmt =
+        conn.prepare_cached("SELECT misses, command FROM rungs WHERE agent_id = ?1 ORDER BY misses")?;
+    let rows = stmt.query_map([id.as_str()], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (misses, json) = row?;
@@ -165,7 +168,11 @@ pub(super) fn log_select(filter: &HistoryFilter, order: LogOrder) -> (String, Ve
         terms.push(format!("id > {}", bind(after.into())));
     }
     if let Some(agent) = &filter.agent_id {
-        terms.push(format!("{} = {}", col("agent_id"), bind(agent.as_str().to_owned().into())));
+        terms.push(format!(
+            "{} = {}",
+            col("agent_id"),
+            bind(agent.as_str().to_owned().into())
+        ));
     }
     if let Some(since) = filter.since {
         terms.push(format!("{} >= {}", col("at"), bind(since.into())));
@@ -276,7 +283,8 @@ impl Store {
     /// Every agent's rungs, by agent.
     pub fn all_rungs(&self) -> Result<std::collections::HashMap<AgentId, Vec<Rung>>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT agent_id, misses, command FROM rungs ORDER BY agent_id, misses")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT agent_id, misses, command FROM rungs ORDER BY agent_id, misses")?;
             let mut rows = stmt.query([])?;
             let mut out: std::collections::HashMap<AgentId, Vec<Rung>> = std::collections::HashMap::new();
             while let Some(row) = rows.next()? {

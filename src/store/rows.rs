@@ -26,8 +26,7 @@ pub(super) fn argv_at(row: &Row<'_>, col: usize) -> rusqlite::Result<Option<Vec<
 
 /// An argv from its stored JSON array of strings.
 pub(super) fn argv_from_json(text: &str) -> Result<Vec<String>, String> {
-    serde_json::from_str::<Vec<String>>(text)
-        .map_err(|e| format!("not a JSON array of strings ({e})"))
+    serde_json::from_str::<Vec<String>>(text).map_err(|e| format!("not a JSON array of strings ({e})"))
 }
 
 /// An argv as the JSON array of strings it is stored as.

@@ -98,7 +98,9 @@ impl Store {
                 if out.last().is_none_or(|c| c.agent_id.as_str() != id) {
                     // Ids in the log were checked when written; a hand-written bad one is shown
                     // as it is rather than failing the whole count.
-                    let Ok(agent_id) = AgentId::parse(&id) else { continue };
+                    let Ok(agent_id) = AgentId::parse(&id) else {
+                        continue;
+                    };
                     out.push(LogCounts::zero(agent_id));
                 }
                 let Some(counts) = out.last_mut() else { continue };

@@ -423,13 +423,26 @@ impl<'c> Tx<'c> {
                     cap.limit,
                     format_duration(cap.window_ms)
                 );
-                self.append(agent, Entry::new(Kind::Escalation, now).with(Outcome::Held, Some(held)))?;
+                self.append(
+                    agent,
+                    Entry::new(Kind::Escalation, now).with(Outcome::Held, Some(held)),
+                )?;
                 let instead = format!("instead of rung {}, held by its cap", rung.misses);
-                (Kind::Poke, None, agent.settings.command.clone(), join(note, instead))
+                (
+                    Kind::Poke,
+                    None,
+                    agent.settings.command.clone(),
+                    join(note, instead),
+                )
             }
             Action::Unfired(rung) => {
                 let unfired = format!("rung {} not fired: the gate failed", rung.misses);
-                (Kind::Poke, None, agent.settings.command.clone(), join(note, unfired))
+                (
+                    Kind::Poke,
+                    None,
+                    agent.settings.command.clone(),
+                    join(note, unfired),
+                )
             }
             Action::Poke => (Kind::Poke, None, agent.settings.command.clone(), note),
         };
@@ -449,13 +462,7 @@ impl<'c> Tx<'c> {
 
     /// A skip (SPEC §7.2): the gate said there is nothing to do. Held for one wait; the row
     /// keeps the gate's exit code, duration and the first KiB of its stderr.
-    pub fn skip(
-        &self,
-        agent: &mut Agent,
-        gate: &Finished,
-        now: Millis,
-        draw: &dyn Draw,
-    ) -> Result<()> {
+    pub fn skip(&self, agent: &mut Agent, gate: &Finished, now: Millis, draw: &dyn Draw) -> Result<()> {
         rules::skip(agent, now, draw);
         let mut entry = Entry::new(Kind::Skip, now).with(gate.outcome, gate.detail.clone());
         entry.exit_code = gate.exit_code;
@@ -590,7 +597,8 @@ impl Ladder for TxLadder<'_, '_> {
 
 /// Inserts rungs for an agent.
 pub(super) fn insert_rungs(tx: &rusqlite::Connection, id: &AgentId, rungs: &[Rung]) -> Result<()> {
-    let mut insert = tx.prepare_cached("INSERT INTO rungs (agent_id, misses, command) VALUES (?1, ?2, ?3)")?;
+    let mut insert =
+        tx.prepare_cached("INSERT INTO rungs (agent_id, misses, command) VALUES (?1, ?2, ?3)")?;
     for rung in rungs {
         insert.execute(params![id.as_str(), rung.misses, argv_json(&rung.command)])?;
     }
@@ -846,7 +854,11 @@ fn changes(before: &Settings, old_rungs: &[Rung], after: &Settings, new_rungs: &
             .collect();
         parts.join(", ")
     };
-    note("strategy", before.strategy.to_string(), after.strategy.to_string());
+    note(
+        "strategy",
+        before.strategy.to_string(),
+        after.strategy.to_string(),
+    );
     note("base", ms(before.base_interval_ms), ms(after.base_interval_ms));
     note("max", ms(before.max_interval_ms), ms(after.max_interval_ms));
     note("factor", before.factor.to_string(), after.factor.to_string());
@@ -854,8 +866,16 @@ fn changes(before: &Settings, old_rungs: &[Rung], after: &Settings, new_rungs: &
     note("fresh", ms(before.fresh_ms), ms(after.fresh_ms));
     note("very stale", ms(before.very_stale_ms), ms(after.very_stale_ms));
     note("command", argv(&before.command), argv(&after.command));
-    note("heartbeat file", opt(&before.heartbeat_file), opt(&after.heartbeat_file));
-    note("activity probe", argv(&before.activity_cmd), argv(&after.activity_cmd));
+    note(
+        "heartbeat file",
+        opt(&before.heartbeat_file),
+        opt(&after.heartbeat_file),
+    );
+    note(
+        "activity probe",
+        argv(&before.activity_cmd),
+        argv(&after.activity_cmd),
+    );
     note("echo", ms(before.echo_ms), ms(after.echo_ms));
     note("gate", argv(&before.only_if), argv(&after.only_if));
     note("grace", ms(before.grace_ms), ms(after.grace_ms));
