@@ -279,3 +279,33 @@ fn remove_keeps_history_unless_purged() {
     assert_eq!(count("purge"), 0);
     assert!(store.agents().unwrap().is_empty());
 }
+
+#[test]
+fn the_embedding_example_keeps_its_backoff_across_restarts() {
+    // `cargo test` builds the examples beside the binaries it tests.
+    let poked = assert_cmd::cargo::cargo_bin!("poked");
+    let example = poked.parent().unwrap().join("examples/embed");
+    if !example.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: `cargo test` builds it",
+            example.display()
+        );
+        eprintln!("examples/embed is not built (run `cargo test`, not only `--test tests`): skipped");
+        return;
+    }
+    let env = Env::new();
+    let run = || {
+        let out = std::process::Command::new(&example).arg(&env.db).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = run();
+    assert!(first.contains("gastown-witness interval at start: 300000 ms"), "{first}");
+    assert!(first.contains("gastown-witness interval now: 450000 ms"), "{first}");
+    // A restart continues the backoff instead of starting from scratch.
+    let second = run();
+    assert!(second.contains("gastown-witness interval at start: 450000 ms"), "{second}");
+    assert!(second.contains("stats: gastown-witness 675000 ms"), "{second}");
+    assert!(second.contains("stats: mayor 300000 ms"), "{second}");
+}
