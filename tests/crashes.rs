@@ -88,6 +88,36 @@ pub fn kill_loop(spec: &KillLoop, name: &str) -> Result<KillFigures, (usize, Str
     let daemon_only = "--base 100ms --max 400ms --fresh 0s --very-stale 0s";
     must_words(&db, &format!("add d0 --strategy exponential {daemon_only}"));
     must_words(&db, &format!("add c0 {daemon_only} -- true"));
+    // A supervised agent: a probe (whose values are the pokes' echoes), a gate that skips
+    // about one pass in three, and a ladder whose rungs fire in its one long streak, so skips,
+    // escalations and seen values are in the mix the audit replays.
+    must(
+        &db,
+        &[
+            "add",
+            "s0",
+            "--base",
+            "100ms",
+            "--max",
+            "400ms",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+            "--activity-cmd",
+            "date +%s",
+            "--only-if",
+            "sh -c 'test $(( $(date +%N) % 3 )) -ne 0'",
+            "--escalate",
+            "2:true",
+            "--escalate",
+            "5:true",
+            "--grace",
+            "0s",
+            "--",
+            "true",
+        ],
+    );
     let mut auditor = Auditor::new(&db);
     let daemon_log = env.dir.path().join("daemon.log");
     let mut figures = KillFigures::default();
@@ -263,16 +293,17 @@ pub fn negative_control(runs: usize, kills: usize, name: &str) {
 // 3. Kills while long commands run.
 // ---------------------------------------------------------------------------------------------
 
-/// Agents with processes of two different pokes alive at once.
-fn doubled_pokes(procs: &[PokeProcess]) -> Vec<String> {
-    let mut by_agent: HashMap<&str, HashSet<i64>> = HashMap::new();
+/// Agents with two of their commands (probe, gate, poke, escalation: each its own process
+/// group) alive at once.
+pub fn doubled_pokes(procs: &[PokeProcess]) -> Vec<String> {
+    let mut by_agent: HashMap<&str, HashSet<(i32, i64)>> = HashMap::new();
     for p in procs {
-        by_agent.entry(&p.agent).or_default().insert(p.poke_id);
+        by_agent.entry(&p.agent).or_default().insert((p.pgid, p.poke_id));
     }
     let mut doubled: Vec<String> = by_agent
         .into_iter()
-        .filter(|(_, pokes)| pokes.len() > 1)
-        .map(|(agent, pokes)| format!("{agent}: pokes {pokes:?}"))
+        .filter(|(_, commands)| commands.len() > 1)
+        .map(|(agent, commands)| format!("{agent}: (process group, poke) {commands:?}"))
         .collect();
     doubled.sort();
     doubled
@@ -309,9 +340,19 @@ pub fn kill_during_pokes(kills: usize, agents: usize, name: &str) -> Result<Poke
     let mut rng = Rng::from_env(name);
     for i in 0..agents {
         let agent = &format!("long-{i}");
-        let add = format!("add {agent} --base 200ms --max 400ms --fresh 0s --very-stale 0s --");
+        let add = format!("add {agent} --base 200ms --max 400ms --fresh 0s --very-stale 0s");
         let mut args: Vec<&str> = add.split_whitespace().collect();
-        args.extend(["sh", "-c", "sleep 600 & sleep 600"]);
+        // Every other agent also has a slow probe and a slow gate, run before its poke: the
+        // watcher sees that an agent never has two of its commands alive, across kills too.
+        if i % 2 == 1 {
+            args.extend([
+                "--activity-cmd",
+                "sh -c 'sleep 0.2; date +%s'",
+                "--only-if",
+                "sleep 0.2",
+            ]);
+        }
+        args.extend(["--", "sh", "-c", "sleep 600 & sleep 600"]);
         must(&db, &args);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -501,17 +542,109 @@ fn recovery_finds_a_command_whose_group_was_never_recorded() {
         .process_group(0)
         .spawn()
         .unwrap();
+    // Something the command started to outlive it, in a session of its own (a tmux server,
+    // say): never poked's to stop, whatever its environment says.
+    let mut detached = Command::new("setsid")
+        .args(["sleep", "600"])
+        .env("POKED_POKE_ID", poke_id.to_string())
+        .env("POKED_DB", &env.db)
+        .spawn()
+        .unwrap();
     must(&env.db, &["run", "--once"]);
     let stopped = wait_for(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some());
     let bystander_alive = bystander.try_wait().unwrap().is_none();
-    let _ = orphan.kill();
-    let _ = orphan.wait();
-    let _ = bystander.kill();
-    let _ = bystander.wait();
+    let detached_alive = detached.try_wait().unwrap().is_none();
+    for child in [&mut orphan, &mut bystander, &mut detached] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     assert!(stopped, "the interrupted poke's command survived recovery");
     assert!(bystander_alive, "recovery stopped a process of another poke");
+    assert!(
+        detached_alive,
+        "recovery stopped a process in a session of its own"
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
+        1
+    );
+}
+
+#[test]
+fn an_escalation_in_flight_at_a_crash_is_interrupted_and_not_run_again_in_its_streak() {
+    let env = Env::new();
+    let db = env.db.clone();
+    let _cleanup = KillGroupsOnDrop(db.clone());
+    let fired = env.dir.path().join("fired");
+    let rung = format!("1:sh -c 'echo x >> {}; sleep 600'", fired.display());
+    must(
+        &db,
+        &[
+            "add",
+            "w",
+            "--base",
+            "100ms",
+            "--max",
+            "200ms",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+            "--grace",
+            "0s",
+            "--escalate",
+            &rung,
+        ],
+    );
+    let daemon = Daemon::start(&db, &[]);
+    // The first miss fires rung 1, whose command then runs for ten minutes.
+    let escalation_running = || {
+        scalar(
+            &db,
+            "SELECT count(*) FROM poke_log WHERE kind = 'escalation' AND outcome = 'pending'",
+        ) == 1
+            && poke_processes(&db).iter().any(|p| p.agent == "w")
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), escalation_running),
+        "{}",
+        daemon.log_text()
+    );
+    daemon.kill();
+    assert!(wait_for(Duration::from_secs(5), || std::fs::read_to_string(
+        &fired
+    )
+    .is_ok_and(|t| t == "x\n")));
+    // The restart records it interrupted, stops its command, and the streak goes on past the
+    // rung without running it again.
+    let daemon = Daemon::start(&db, &[]);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM poke_log WHERE kind = 'escalation' AND outcome = 'interrupted'"
+        ),
+        1
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || scalar(
+            &db,
+            "SELECT consecutive_misses FROM agents"
+        ) >= 3),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || poke_processes(&db).is_empty()),
+        "the rung's command survived"
+    );
+    daemon.stop().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&fired).unwrap(),
+        "x\n",
+        "the rung ran again in its streak"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM poke_log WHERE kind = 'escalation'"),
         1
     );
 }

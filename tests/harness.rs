@@ -600,17 +600,21 @@ impl Auditor {
 // The processes of pokes, from /proc.
 // ---------------------------------------------------------------------------------------------
 
-/// A live (not zombie) process running a poke's command for the database `db`.
+/// A live (not zombie) process running one of an agent's commands for the database `db`: a
+/// poke's or an escalation's (with its log row's id), or a probe or a gate (without one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PokeProcess {
     pub pid: i32,
+    /// Each command runs in a process group of its own: the group names the command.
     pub pgid: i32,
     pub agent: String,
+    /// The log row of a poke or an escalation; -1 for a probe or a gate.
     pub poke_id: i64,
 }
 
-/// Every live process whose environment says it runs a poke of `db` (poked sets `POKED_DB`,
-/// `POKED_AGENT` and `POKED_POKE_ID` for each command). Zombies are dead: they are skipped.
+/// Every live process whose environment says it runs a command of `db` (poked sets `POKED_DB`
+/// and `POKED_AGENT` for each, and `POKED_POKE_ID` for pokes and escalations). Zombies are
+/// dead: they are skipped.
 pub fn poke_processes(db: &Path) -> Vec<PokeProcess> {
     let want = [b"POKED_DB=".as_slice(), db.as_os_str().as_bytes()].concat();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -633,9 +637,10 @@ pub fn poke_processes(db: &Path) -> Vec<PokeProcess> {
                 .find_map(|v| v.strip_prefix(name.as_bytes()))
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         };
-        let (Some(agent), Some(poke_id)) = (var("POKED_AGENT="), var("POKED_POKE_ID=")) else {
+        let Some(agent) = var("POKED_AGENT=") else {
             continue;
         };
+        let poke_id = var("POKED_POKE_ID=").unwrap_or_else(|| "-1".into());
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };

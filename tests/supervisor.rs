@@ -500,3 +500,80 @@ fn set_replaces_and_removes_the_ladder_gate_and_probe() {
     env.ok(T0, &["rm", "w"]);
     assert_eq!(count(&env, "SELECT count(*) FROM rungs"), 0);
 }
+
+#[test]
+fn the_operator_commands_show_skips_escalations_holds_and_the_streak() {
+    let env = Env::new();
+    let open = env.dir.path().join("open");
+    let gate = format!("test -e {}", open.display());
+    env.ok(T0, &["add", "g", "--only-if", &gate]);
+    env.ok(
+        T0,
+        &[
+            "add",
+            "e",
+            "--escalate",
+            "1:true",
+            "--escalate",
+            "2:false",
+            "--escalate-limit",
+            "1/6h",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+        ],
+    );
+    // 00:00: e poked, g skipped (held one wait); 00:05: e's miss 1 fires rung 1; 00:12:30 (after
+    // the 5m grace): miss 2 reaches rung 2, held by the cap.
+    for t in ["00:00:00", "00:05:00", "00:12:30"] {
+        env.ok(&at(t), &["run", "--once"]);
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&env.ok(&at("00:13:00"), &["stats", "--json"])).unwrap();
+    let e = &stats[0];
+    assert_eq!(e["id"], "e");
+    assert_eq!(e["escalations"]["ok"], 1);
+    assert_eq!(e["escalations"]["held"], 1);
+    let g = &stats[1];
+    assert_eq!(g["skips"], 3, "{g}");
+    let history = env.ok(
+        &at("00:13:00"),
+        &["history", "--kind", "skip", "--kind", "escalation", "--csv"],
+    );
+    let kinds: Vec<&str> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["skip", "escalation", "skip", "escalation", "skip"],
+        "{history}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&at("00:13:00"), &["status", "--json"])).unwrap();
+    assert_eq!(status["agents"]["held"], 1, "g is held by its skip");
+    assert_eq!(status["escalations_held"], 1);
+    let show = env.ok(&at("00:13:00"), &["show", "e"]);
+    let ladder = show.lines().find(|l| l.starts_with("ladder")).unwrap();
+    assert!(
+        ladder.contains("1: [\"true\"] (this streak: 2026-01-01T00:05:00Z, ok)"),
+        "{ladder}"
+    );
+    assert!(
+        ladder.contains("2: [\"false\"] (this streak: 2026-01-01T00:12:30Z, held)"),
+        "{ladder}"
+    );
+    let escalations = show.lines().find(|l| l.starts_with("escalations")).unwrap();
+    assert!(escalations.contains("1 of 1 in the last 6h"), "{escalations}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&at("00:13:00"), &["show", "g", "--json"])).unwrap();
+    assert_eq!(shown["held_until_at"], "2026-01-01T00:17:30Z");
+    let check = env.at(&at("00:13:00"), &["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

@@ -9,7 +9,8 @@ const T: &str = "2026-01-01T00:00:00Z";
 const LATER: &str = "2026-01-01T01:00:00Z";
 
 /// A database with agents in every kind of state: a command with awkward words, a heartbeat
-/// file, jitter, paused, misses, activity, a poke.
+/// file, jitter, paused, misses, activity, a poke, and a supervised agent with a probe (a value
+/// seen), a gate (a skip's hold), a ladder and its cap.
 fn fleet() -> Env {
     let env = Env::new();
     let heartbeat = env.dir.path().join("no-such-heartbeat");
@@ -40,6 +41,27 @@ fn fleet() -> Env {
     );
     env.ok(T, &["add", "hq-mayor", "--paused"]);
     env.ok(T, &["add", "a@b:c.d_e-f", "--strategy", "fixed"]);
+    env.ok(
+        T,
+        &[
+            "add",
+            "sup",
+            "--activity-cmd",
+            "echo 1767225000",
+            "--echo",
+            "5s",
+            "--only-if",
+            "sh -c 'exit 3'",
+            "--grace",
+            "1m",
+            "--escalate",
+            "2:tmux kill-session -t 'sup x'",
+            "--escalate",
+            "4:notify \"a human\"",
+            "--escalate-limit",
+            "2/3h",
+        ],
+    );
     env.ok("2026-01-01T00:05:00Z", &["run", "--once"]);
     env.ok("2026-01-01T00:20:00Z", &["miss", "a@b:c.d_e-f"]);
     env.ok("2026-01-01T00:30:00Z", &["activity", "gastown/crew/max"]);
@@ -70,7 +92,7 @@ fn export_then_import_into_a_fresh_database_round_trips() {
     let source = fleet();
     let first = export(&source, LATER);
     let lines: Vec<&str> = first.lines().collect();
-    assert_eq!(lines.len(), 3, "{first}");
+    assert_eq!(lines.len(), 4, "{first}");
     // By id, one object per line, with the keys of `list --json`.
     let ids: Vec<String> = lines
         .iter()
@@ -81,7 +103,16 @@ fn export_then_import_into_a_fresh_database_round_trips() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(ids, ["a@b:c.d_e-f", "gastown/crew/max", "hq-mayor"]);
+    assert_eq!(ids, ["a@b:c.d_e-f", "gastown/crew/max", "hq-mayor", "sup"]);
+    let sup: Value = serde_json::from_str(lines[3]).unwrap();
+    assert_eq!(
+        sup["rungs"][1]["command"],
+        serde_json::json!(["notify", "a human"])
+    );
+    assert!(
+        sup["held_until_at"].is_string() && sup["probe_seen_at"].is_string(),
+        "{sup}"
+    );
     let listed: Value = serde_json::from_str(&source.ok(LATER, &["list", "--json"])).unwrap();
     let exported: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(listed, Value::Array(exported), "export differs from list --json");
@@ -90,7 +121,7 @@ fn export_then_import_into_a_fresh_database_round_trips() {
     std::fs::write(&file, &first).unwrap();
     let target = Env::new();
     let out = target.ok(LATER, &["import", file.to_str().unwrap()]);
-    assert_eq!(out.trim(), "imported 3 agents");
+    assert_eq!(out.trim(), "imported 4 agents");
     assert_eq!(
         export(&target, LATER),
         first,
@@ -113,6 +144,7 @@ fn export_then_import_into_a_fresh_database_round_trips() {
             ("a@b:c.d_e-f".to_string(), "added".to_string(), 300_000, 1),
             ("gastown/crew/max".to_string(), "added".to_string(), 90_000, 0),
             ("hq-mayor".to_string(), "added".to_string(), 300_000, 0),
+            ("sup".to_string(), "added".to_string(), 300_000, 0),
         ]
     );
     // And `check` agrees: an imported agent's misses are anchored on its `added` row.

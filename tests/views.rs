@@ -7,12 +7,27 @@ const T: &str = "2026-01-01T00:00:00Z";
 #[test]
 fn sqlite3_shell_reads_both_views() {
     let env = Env::new();
-    env.ok(T, &["add", "hq-mayor"]);
+    env.ok(
+        T,
+        &[
+            "add",
+            "hq-mayor",
+            "--escalate",
+            "1:true",
+            "--escalate",
+            "3:notify 'a human'",
+            "--grace",
+            "90s",
+        ],
+    );
     env.ok(T, &["run", "--once"]);
     env.ok("2026-01-01T00:05:00Z", &["run", "--once"]);
     let shell = std::process::Command::new("sqlite3")
         .arg(&env.db)
-        .arg("SELECT id, interval, misses, last_poke, next_due FROM agent_status; SELECT agent_id, kind, interval FROM poke_history ORDER BY id;")
+        .arg(
+            "SELECT id, interval, misses, last_poke, next_due, held_until, grace, escalate_limit, rungs FROM agent_status; \
+             SELECT agent_id, kind, interval, outcome FROM poke_history ORDER BY id;",
+        )
         .output();
     let out = match shell {
         Ok(out) => out,
@@ -32,11 +47,11 @@ fn sqlite3_shell_reads_both_views() {
     assert_eq!(
         lines,
         vec![
-            "hq-mayor|7m30s|1|2026-01-01T00:05:00.000Z|2026-01-01T00:12:30.000Z",
-            "hq-mayor|added|5m",
-            "hq-mayor|poke|5m",
-            "hq-mayor|miss|7m30s",
-            "hq-mayor|poke|7m30s",
+            "hq-mayor|7m30s|1|2026-01-01T00:05:00.000Z|2026-01-01T00:12:30.000Z|2026-01-01T00:06:30.000Z|1m30s|3/6h|1:[\"true\"] 3:[\"notify\",\"a human\"]",
+            "hq-mayor|added|5m|",
+            "hq-mayor|poke|5m|sent",
+            "hq-mayor|miss|7m30s|",
+            "hq-mayor|escalation|7m30s|ok",
         ]
     );
 }

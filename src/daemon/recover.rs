@@ -16,18 +16,10 @@ use std::time::{Duration, Instant};
 use crate::error::Result;
 use crate::store::Store;
 
-/// Marks a dead daemon's pending pokes `interrupted` and stops their leftover commands.
-/// Returns how many pokes were recovered.
+/// Marks a dead daemon's pending pokes `interrupted` and stops their leftover commands, and
+/// those of its probes and gates. Returns how many pokes were recovered.
 pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
     let pending = store.interrupt_pending("the daemon stopped before the command finished")?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    let Some(db) = file_id(store.path()) else {
-        return Ok(pending.len());
-    };
-    let wanted: BTreeSet<i64> = pending.iter().map(|p| p.log_id).collect();
-    let groups = leftover_groups(db, &wanted);
     for p in &pending {
         tracing::warn!(
             agent = p.agent_id.as_str(),
@@ -35,14 +27,19 @@ pub fn recover(store: &Store, grace: Duration) -> Result<usize> {
             kind = p.kind.as_str(),
             "left pending by a stopped daemon: recorded as interrupted"
         );
-        for &pgid in groups.get(&p.log_id).into_iter().flatten() {
-            tracing::warn!(
-                agent = p.agent_id.as_str(),
-                pgid,
-                "stopping the leftover command of an interrupted poke"
-            );
-            stop_group(pgid, grace);
-        }
+    }
+    let Some(db) = file_id(store.path()) else {
+        return Ok(pending.len());
+    };
+    let wanted: BTreeSet<i64> = pending.iter().map(|p| p.log_id).collect();
+    for (pgid, leftover) in leftover_groups(db, &wanted) {
+        tracing::warn!(
+            agent = leftover.agent.as_str(),
+            pgid,
+            what = leftover.what(),
+            "stopping a command left running by a stopped daemon"
+        );
+        stop_group(pgid, grace);
     }
     Ok(pending.len())
 }
@@ -54,23 +51,51 @@ fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
-/// The process groups of live processes whose environment names one of `pokes` of the
-/// database file `db`, by poke: one pass over /proc.
-fn leftover_groups(db: (u64, u64), pokes: &BTreeSet<i64>) -> BTreeMap<i64, BTreeSet<i32>> {
-    let mut groups: BTreeMap<i64, BTreeSet<i32>> = BTreeMap::new();
+/// A command of the database's agents found running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Leftover {
+    agent: String,
+    /// The poke's (or escalation's) log row; `None` for a probe or a gate.
+    poke: Option<i64>,
+}
+
+impl Leftover {
+    fn what(&self) -> &'static str {
+        if self.poke.is_some() {
+            "the command of an interrupted poke"
+        } else {
+            "a probe or a gate"
+        }
+    }
+}
+
+/// The process groups of live commands of the database file `db` that a dead daemon left: the
+/// commands of the interrupted `pokes`, and every probe and gate (no daemon holds the file, so
+/// none is anyone's). One pass over /proc. A group that is its own session's (a process that
+/// detached itself with `setsid`, such as a tmux server a command started) is never stopped:
+/// poked starts each command in a group of its own inside its own session, so such a group is
+/// not a command of poked's but something a command started to outlive it.
+fn leftover_groups(db: (u64, u64), pokes: &BTreeSet<i64>) -> BTreeMap<i32, Leftover> {
+    let mut groups = BTreeMap::new();
+    // SAFETY: getpgrp has no preconditions.
+    let own = unsafe { libc::getpgrp() };
     for pid in all_pids() {
         if is_zombie(pid) {
             continue;
         }
-        let Some(poke) = poke_of(pid, db).filter(|poke| pokes.contains(poke)) else {
+        let Some(found) = command_of(pid, db) else {
+            continue;
+        };
+        if found.poke.is_some_and(|poke| !pokes.contains(&poke)) {
+            continue;
+        }
+        let Some((pgid, session)) = process_group(pid).zip(session(pid)) else {
             continue;
         };
         // A group id of 0 or 1 would signal far more than the command, and our own group
         // would take this daemon down with it.
-        // SAFETY: getpgrp has no preconditions.
-        let own = unsafe { libc::getpgrp() };
-        if let Some(pgid) = process_group(pid).filter(|pgid| *pgid > 1 && *pgid != own) {
-            groups.entry(poke).or_default().insert(pgid);
+        if pgid > 1 && pgid != own && pgid != session {
+            groups.entry(pgid).or_insert(found);
         }
     }
     groups
@@ -86,16 +111,19 @@ fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-/// The poke a process runs for, if its environment says it runs one for the database file
-/// `db`.
-fn poke_of(pid: i32, db: (u64, u64)) -> Option<i64> {
+/// The agent and poke a process runs a command for, if its environment says it runs one for
+/// the database file `db`.
+fn command_of(pid: i32, db: (u64, u64)) -> Option<Leftover> {
     use std::os::unix::ffi::OsStrExt;
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let mut poke = None;
+    let mut agent = None;
     let mut same_db = false;
     for var in environ.split(|b| *b == 0) {
         if let Some(value) = var.strip_prefix(b"POKED_POKE_ID=") {
             poke = std::str::from_utf8(value).ok()?.parse().ok();
+        } else if let Some(value) = var.strip_prefix(b"POKED_AGENT=") {
+            agent = Some(String::from_utf8_lossy(value).into_owned());
         } else if let Some(value) = var.strip_prefix(b"POKED_DB=") {
             // A relative POKED_DB is relative to the command's own working directory.
             let path = std::path::Path::new(std::ffi::OsStr::from_bytes(value));
@@ -107,7 +135,8 @@ fn poke_of(pid: i32, db: (u64, u64)) -> Option<i64> {
             same_db = file_id(&path) == Some(db);
         }
     }
-    poke.filter(|_| same_db)
+    let agent = agent.unwrap_or_else(|| "?".into());
+    Some(Leftover { agent, poke }).filter(|_| same_db)
 }
 
 /// The pids whose process group is `pgid`, from /proc.
@@ -118,11 +147,22 @@ fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Field 5 of /proc/PID/stat (after the parenthesised command name, which may hold spaces).
-fn process_group(pid: i32) -> Option<i32> {
+/// Field `n` (counted from 3, the state) of /proc/PID/stat, after the parenthesised command
+/// name, which may hold spaces.
+fn stat_field(pid: i32, n: usize) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(2)?.parse().ok()
+    after_name.split_whitespace().nth(n - 3)?.parse().ok()
+}
+
+/// The process group (field 5 of /proc/PID/stat).
+fn process_group(pid: i32) -> Option<i32> {
+    stat_field(pid, 5)
+}
+
+/// The session (field 6 of /proc/PID/stat).
+fn session(pid: i32) -> Option<i32> {
+    stat_field(pid, 6)
 }
 
 /// Whether a process has exited and only waits to be reaped (state `Z` or `X` in
