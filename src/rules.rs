@@ -429,7 +429,8 @@ fn step(state: &mut (Agent, KnownLadder), at: Millis, draw: &dyn Draw) -> Result
     Ok(decision)
 }
 
-/// A fixed draw for planning: 0 gives the longest wait, just under 1 the shortest.
+/// A fixed draw for planning: 0 gives the longest wait, 1 the shortest (the bound of the range
+/// SPEC §2 draws from).
 struct PlanDraw(f64);
 
 impl Draw for PlanDraw {
@@ -439,7 +440,7 @@ impl Draw for PlanDraw {
 }
 
 fn backoff_draw(x: f64) -> PlanDraw {
-    PlanDraw(if x >= 1.0 { 1.0 - f64::EPSILON } else { x })
+    PlanDraw(x)
 }
 
 #[cfg(test)]

@@ -55,30 +55,33 @@ pub fn plan(ctx: &Context, out: &mut dyn Write, id: &str, count: usize, json: bo
     if agent.paused {
         return writeln!(out, "{id} is paused: it is not poked until `poked resume {id}`").map_err(io_err);
     }
+    // With jitter, each time is a range (every wait at its shortest .. at its longest) and the
+    // wait drawn at each pass lies in a range too.
     let jitter = agent.settings.jitter > 0.0;
-    let mut t = Table::new(&["TIME", "MISSES", "INTERVAL", "WAIT", "ACTION"], &[1, 2, 3]);
+    let mut t = if jitter {
+        Table::new(&["TIME", "MISSES", "INTERVAL", "WAIT", "ACTION"], &[1, 2, 3])
+    } else {
+        Table::new(&["TIME", "MISSES", "INTERVAL", "ACTION"], &[1, 2])
+    };
     for s in &steps {
-        let time = if jitter && s.earliest_at != s.at {
-            format!("{} .. {}", format_time(s.earliest_at), format_time(s.at))
-        } else {
-            format_time(s.at)
-        };
-        let wait = if s.wait_min_ms < s.interval_ms {
-            format!(
+        let mut row = vec![
+            if s.earliest_at != s.at {
+                format!("{} .. {}", format_time(s.earliest_at), format_time(s.at))
+            } else {
+                format_time(s.at)
+            },
+            s.misses.to_string(),
+            format_duration(s.interval_ms),
+        ];
+        if jitter {
+            row.push(format!(
                 "{}..{}",
                 format_duration(s.wait_min_ms),
                 format_duration(s.interval_ms)
-            )
-        } else {
-            format_duration(s.interval_ms)
-        };
-        t.add_row(vec![
-            time,
-            s.misses.to_string(),
-            format_duration(s.interval_ms),
-            wait,
-            action_text(&s.action),
-        ]);
+            ));
+        }
+        row.push(action_text(&s.action));
+        t.add_row(row);
     }
     t.print(out)
 }
