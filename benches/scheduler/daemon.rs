@@ -7,6 +7,7 @@
 //! between windows it is stopped (SIGSTOP) while the floor runs for a second on its own
 //! database, so the two never compete for the disk and both see the same spells of a busy
 //! machine. The ratio is the median of each window against the floor just before and after it.
+//! [`windowed`] is shared with the measurement of command pokes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

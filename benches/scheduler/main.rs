@@ -5,14 +5,16 @@
 //!
 //! Every figure compares poked with a baseline measured in the same run, interleaved with it so
 //! that a machine that speeds up or slows down (two cores shared with builds) moves both alike:
-//! SQLite's own floor for the same durable work, or poked itself at a small size. Each measurement is a module that says what it measures and
-//! why; [`common`] holds the sizes and the rounds, [`floor`] the SQLite floors, [`process`] the
-//! running of the `poked` binary. Nothing asserts a timing, only that each measured operation
+//! SQLite's own floor for the same durable work, spawning the same process, or poked itself at a
+//! small size. Each measurement is a module that says what it measures and why; [`common`]
+//! holds the sizes and the rounds, [`floor`] the SQLite floors, [`process`] the running of the
+//! `poked` binary. Nothing asserts a timing, only that each measured operation
 //! did what it should; a measurement whose check fails gives null and the run exits 1.
 //!
 //! The last line printed is one JSON object with every key.
 
 mod chart;
+mod commands;
 mod common;
 mod daemon;
 mod due;
@@ -55,6 +57,7 @@ const MEASUREMENTS: &[Measurement] = &[
         &["daemon_pokes_per_s", "daemon_over_tx_floor"],
         daemon::run,
     ),
+    ("commands", &["command_pokes_over_spawn_floor"], commands::run),
 ];
 
 const USAGE: &str = "usage: cargo bench --bench scheduler -- [--quick] [--only NAME,...] [--write-chart]";
