@@ -33,6 +33,8 @@ pub struct Sizes {
     pub history_rows: usize,
     /// Seconds the daemon runs for each of its throughputs.
     pub daemon_secs: u64,
+    /// Overdue agents the daemon catches up with.
+    pub catchup_agents: usize,
 }
 
 impl Sizes {
@@ -48,6 +50,7 @@ impl Sizes {
             import_chunks: pick(4, 10),
             history_rows: pick(1_000_000, 10_000_000),
             daemon_secs: pick(3, 10) as u64,
+            catchup_agents: 100_000,
         }
     }
 }

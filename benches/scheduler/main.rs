@@ -13,6 +13,7 @@
 //!
 //! The last line printed is one JSON object with every key.
 
+mod catchup;
 mod chart;
 mod commands;
 mod common;
@@ -58,6 +59,11 @@ const MEASUREMENTS: &[Measurement] = &[
         daemon::run,
     ),
     ("commands", &["command_pokes_over_spawn_floor"], commands::run),
+    (
+        "catchup",
+        &["catchup_100k_s", "catchup_over_tx_floor"],
+        catchup::run,
+    ),
 ];
 
 const USAGE: &str = "usage: cargo bench --bench scheduler -- [--quick] [--only NAME,...] [--write-chart]";
