@@ -35,6 +35,8 @@ pub struct Sizes {
     pub daemon_secs: u64,
     /// Overdue agents the daemon catches up with.
     pub catchup_agents: usize,
+    /// Pairs of `poked activity` and `sqlite3` runs.
+    pub cli_pairs: usize,
 }
 
 impl Sizes {
@@ -51,6 +53,7 @@ impl Sizes {
             history_rows: pick(1_000_000, 10_000_000),
             daemon_secs: pick(3, 10) as u64,
             catchup_agents: 100_000,
+            cli_pairs: pick(10, 30),
         }
     }
 }

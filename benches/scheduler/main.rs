@@ -5,16 +5,17 @@
 //!
 //! Every figure compares poked with a baseline measured in the same run, interleaved with it so
 //! that a machine that speeds up or slows down (two cores shared with builds) moves both alike:
-//! SQLite's own floor for the same durable work, spawning the same process, or poked itself at a
-//! small size. Each measurement is a module that says what it measures and why; [`common`]
-//! holds the sizes and the rounds, [`floor`] the SQLite floors, [`process`] the running of the
-//! `poked` binary. Nothing asserts a timing, only that each measured operation
+//! SQLite's own floor for the same durable work, spawning the same process, the `sqlite3` shell,
+//! or poked itself at a small size. Each measurement is a module that says what it measures and
+//! why; [`common`] holds the sizes and the rounds, [`floor`] the SQLite floors, [`process`] the
+//! running of the `poked` binary. Nothing asserts a timing, only that each measured operation
 //! did what it should; a measurement whose check fails gives null and the run exits 1.
 //!
 //! The last line printed is one JSON object with every key.
 
 mod catchup;
 mod chart;
+mod cli;
 mod commands;
 mod common;
 mod daemon;
@@ -64,6 +65,7 @@ const MEASUREMENTS: &[Measurement] = &[
         &["catchup_100k_s", "catchup_over_tx_floor"],
         catchup::run,
     ),
+    ("cli", &["cli_activity_over_sqlite3"], cli::run),
 ];
 
 const USAGE: &str = "usage: cargo bench --bench scheduler -- [--quick] [--only NAME,...] [--write-chart]";

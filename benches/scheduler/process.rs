@@ -4,7 +4,7 @@
 //! a failed check) by its `Drop`, which kills it and waits for it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// `poked ARGS` on the database `db`, without the variables that would change how it runs.
@@ -19,6 +19,20 @@ pub fn poked(db: &Path) -> Command {
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null());
     command
+}
+
+/// Runs a process to its end (so it is reaped); returns its wall time and what it printed,
+/// failing on a non-zero exit.
+pub fn timed(command: &mut Command) -> (Duration, Output) {
+    let start = Instant::now();
+    let output: Output = command.output().expect("run a process");
+    let took = start.elapsed();
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    (took, output)
 }
 
 /// A running `poked run`, its log on a file.
