@@ -37,6 +37,8 @@ pub struct Sizes {
     pub catchup_agents: usize,
     /// Pairs of `poked activity` and `sqlite3` runs.
     pub cli_pairs: usize,
+    /// Log rows of the version-1 database that `poked init` upgrades.
+    pub migrate_rows: usize,
 }
 
 impl Sizes {
@@ -54,6 +56,7 @@ impl Sizes {
             daemon_secs: pick(3, 10) as u64,
             catchup_agents: 100_000,
             cli_pairs: pick(10, 30),
+            migrate_rows: pick(1_000_000, 10_000_000),
         }
     }
 }

@@ -24,6 +24,7 @@ mod fleet;
 mod floor;
 mod history;
 mod import;
+mod migrate;
 mod pass;
 mod process;
 mod report;
@@ -66,6 +67,7 @@ const MEASUREMENTS: &[Measurement] = &[
         catchup::run,
     ),
     ("cli", &["cli_activity_over_sqlite3"], cli::run),
+    ("migrate", &["migrate_10m_s"], migrate::run),
 ];
 
 const USAGE: &str = "usage: cargo bench --bench scheduler -- [--quick] [--only NAME,...] [--write-chart]";
