@@ -1,4 +1,4 @@
-//! The benchmark harness: `cargo bench --bench scheduler` (several minutes on 2 cores), or
+//! The benchmark harness: `cargo bench --bench scheduler` (ten minutes or more on 2 cores), or
 //! `cargo bench --bench scheduler -- --quick` (smaller sizes, the same keys). `-- --only
 //! pass,daemon` runs some of the measurements (for development; the others print null), and
 //! `-- --write-chart` redraws `docs/due-query.svg`, which a run otherwise leaves alone.
