@@ -134,6 +134,8 @@ pub fn output_within(cmd: &mut std::process::Command, within: Duration) -> Outpu
     };
     let stdout = read(Box::new(child.stdout.take().unwrap()));
     let stderr = read(Box::new(child.stderr.take().unwrap()));
+    // Most commands end in milliseconds: look often at first, then less.
+    let mut pause = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -143,7 +145,8 @@ pub fn output_within(cmd: &mut std::process::Command, within: Duration) -> Outpu
             let _ = child.wait();
             panic!("{cmd:?} did not finish within {within:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     };
     Output {
         status,

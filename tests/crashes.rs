@@ -24,6 +24,10 @@ use crate::harness::{
     scalar, sigkill, wait_exited,
 };
 
+// ---------------------------------------------------------------------------------------------
+// The kill -9 loop and its negative control.
+// ---------------------------------------------------------------------------------------------
+
 /// The processes of one round, so the killer can SIGKILL every one of them at once. A writer
 /// starts a command only while holding the lock and after checking `stop`, so no process can
 /// slip in after the kill.
@@ -290,7 +294,7 @@ pub fn negative_control(runs: usize, kills: usize, name: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. Kills while long commands run.
+// Kills while long commands run.
 // ---------------------------------------------------------------------------------------------
 
 /// Agents with two of their commands (probe, gate, poke, escalation: each its own process

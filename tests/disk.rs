@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 use crate::common::{Env, must, poked, wait_for};
 use crate::harness::{Auditor, Daemon, inspect, integrity, poked_check, scalar};
 
+// ---------------------------------------------------------------------------------------------
+// Durability settings.
+// ---------------------------------------------------------------------------------------------
+
 /// Power loss cannot be simulated here; what the suite can check is that a commit waits for
 /// the disk by default (`synchronous = FULL`): the store sets it on every connection and reads
 /// it back, refusing to run when it did not take.
@@ -39,7 +43,7 @@ fn connection_pragmas_are_in_force() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. A full disk.
+// A full disk.
 // ---------------------------------------------------------------------------------------------
 
 /// A small tmpfs mounted for one test, unmounted when dropped.
@@ -228,7 +232,7 @@ fn a_full_disk_refuses_writes_clearly_and_the_daemon_rides_it_out() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 8. The WAL stays bounded.
+// The -wal stays bounded.
 // ---------------------------------------------------------------------------------------------
 
 /// `journal_size_limit` of src/store/mod.rs.

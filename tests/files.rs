@@ -7,7 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::common::{Env, PROMPT, assert_error, must, output_within, poked, poked_under, tree};
 use crate::harness::{Rng, inspect, seeded_database};
@@ -216,12 +215,11 @@ fn a_damaged_page_is_reported_as_corrupt_and_left_untouched() {
             .chain([&["activity", "agent-150"][..], &["run", "--once"]])
         {
             let before = std::fs::read(&env.db).unwrap();
-            let started = Instant::now();
-            let out = poked(&env.db).args(args).output().unwrap();
-            let took = started.elapsed();
+            // No hang and no lock wait on a damaged page; `run --once` pokes up to 300 agents
+            // first, which a loaded machine has been seen to take 2.4 s over.
+            let out = output_within(poked(&env.db).args(args), PROMPT);
             let stderr = String::from_utf8_lossy(&out.stderr);
             let what = format!("page {page} of {owner}: poked {args:?}");
-            assert!(took < Duration::from_secs(2), "{what} took {took:?}");
             assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
             match out.status.code() {
                 Some(0) => {}

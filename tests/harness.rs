@@ -86,10 +86,13 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Sends `signal` to the daemon, which has not been reaped yet (its pid is still ours).
-    pub fn signal(&self, signal: i32) {
-        if let Some(child) = &self.child {
-            // SAFETY: kill(2) on our own child, not reaped yet.
+    /// Sends `signal` to the daemon unless it has been seen to exit (and reaped with that: its
+    /// pid may belong to another process by now).
+    pub fn signal(&mut self, signal: i32) {
+        if let Some(child) = self.child.as_mut()
+            && child.try_wait().unwrap().is_none()
+        {
+            // SAFETY: kill(2) on our own child, not reaped yet, so its pid is still ours.
             unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         }
     }
