@@ -251,6 +251,7 @@ impl Scheduler<'_> {
             }
             tx.savepoint("pass")?;
             let due = tx.due(now, GROUP_COMMIT)?;
+            let (pending, any_ladder) = (tx.pending_agents()?, tx.any_ladder()?);
             report.deferred = due.agents.len() + due.unreadable.len() == GROUP_COMMIT;
             unreadable = due.unreadable;
             for mut agent in due.agents {
@@ -283,10 +284,11 @@ impl Scheduler<'_> {
                         continue;
                     }
                 }
-                if tx.in_flight(&agent.id)? {
+                if pending.contains(agent.id.as_str()) {
                     continue;
                 }
-                let decision = rules::decide(&agent, now, allow_misses, false, &mut tx.ladder(&agent))?;
+                let mut ladder = tx.ladder_if(&agent, any_ladder);
+                let decision = rules::decide(&agent, now, allow_misses, false, &mut ladder)?;
                 let poke = tx.begin(&mut agent, &decision, now, draw, None)?;
                 report.started(&poke);
                 if poke.command.is_some() {

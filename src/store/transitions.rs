@@ -225,9 +225,40 @@ impl<'c> Tx<'c> {
             .query_row([id.as_str()], |row| row.get(0))?)
     }
 
+    /// The agents with a poke or an escalation whose outcome is still to come (one look at
+    /// the partial index of pending rows, for a whole pass).
+    pub fn pending_agents(&self) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT DISTINCT agent_id FROM poke_log WHERE outcome = 'pending'")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether any agent has a ladder (when none has, a pass need not look for rungs).
+    pub fn any_ladder(&self) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM rungs)")?
+            .query_row([], |row| row.get(0))?)
+    }
+
     /// The agent's ladder, for [`rules::decide`], read inside this transaction.
     pub fn ladder<'t>(&'t self, agent: &'t Agent) -> TxLadder<'t, 'c> {
-        TxLadder { tx: self, agent }
+        TxLadder {
+            tx: self,
+            agent,
+            none: false,
+        }
+    }
+
+    /// Like [`Tx::ladder`], for a pass that knows no agent has a ladder (`any` false).
+    pub fn ladder_if<'t>(&'t self, agent: &'t Agent, any: bool) -> TxLadder<'t, 'c> {
+        TxLadder {
+            tx: self,
+            agent,
+            none: !any,
+        }
     }
 
     /// Writes back the state columns a transition changes — never the settings, so their
@@ -571,10 +602,15 @@ pub struct Interrupted {
 pub struct TxLadder<'t, 'c> {
     tx: &'t Tx<'c>,
     agent: &'t Agent,
+    /// Known to be empty: no lookup needed.
+    none: bool,
 }
 
 impl Ladder for TxLadder<'_, '_> {
     fn rung(&mut self, misses: i64) -> Result<Option<Rung>> {
+        if self.none {
+            return Ok(None);
+        }
         let command: Option<String> = self
             .tx
             .tx
