@@ -296,16 +296,28 @@ fn the_embedding_example_keeps_its_backoff_across_restarts() {
     }
     let env = Env::new();
     let run = || {
-        let out = std::process::Command::new(&example).arg(&env.db).output().unwrap();
+        let out = std::process::Command::new(&example)
+            .arg(&env.db)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     let first = run();
-    assert!(first.contains("gastown-witness interval at start: 300000 ms"), "{first}");
-    assert!(first.contains("gastown-witness interval now: 450000 ms"), "{first}");
+    assert!(
+        first.contains("gastown-witness interval at start: 300000 ms"),
+        "{first}"
+    );
+    assert!(
+        first.contains("gastown-witness interval now: 450000 ms"),
+        "{first}"
+    );
     // A restart continues the backoff instead of starting from scratch.
     let second = run();
-    assert!(second.contains("gastown-witness interval at start: 450000 ms"), "{second}");
+    assert!(
+        second.contains("gastown-witness interval at start: 450000 ms"),
+        "{second}"
+    );
     assert!(second.contains("stats: gastown-witness 675000 ms"), "{second}");
     assert!(second.contains("stats: mayor 300000 ms"), "{second}");
 }
