@@ -1,0 +1,595 @@
+//! How `top` looks: a summary line, the agents in due order, the newest log rows, the status
+//! line and the keys; `enter` lays the agent's `show` text over them.
+//!
+//! Drawing reads nothing but the [`App`] and the time, except the caps of the rows on screen
+//! (read once, see [`App::show_rows`]). Only the rows on screen are built, so a redraw costs the
+//! same with a thousand agents as with ten. Without colour (`NO_COLOR`), only bold and reverse
+//! video remain.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, HighlightSpacing, Paragraph, Row, Table, TableState};
+
+use super::app::App;
+use crate::commands::output::{LOG_HEADER, LOG_RIGHT, countdown, log_cells, plural, whole_seconds};
+use poked::agent::{Agent, Freshness, State};
+use poked::clock::Millis;
+use poked::log::{LogRow, Outcome};
+use poked::units::{format_duration, format_time};
+
+/// What a frame is drawn with besides the app: the time, and whether colour is allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    pub now: Millis,
+    pub colour: bool,
+}
+
+impl View {
+    /// A style with this foreground colour, or none without colour.
+    fn fg(self, colour: Color) -> Style {
+        if self.colour {
+            Style::new().fg(colour)
+        } else {
+            Style::new()
+        }
+    }
+}
+
+/// The columns of the agents table; the numbers (interval, misses, cap) right-aligned.
+const AGENT_HEADER: [&str; 9] = [
+    "ID",
+    "STATE",
+    "NEXT DUE",
+    "FRESHNESS",
+    "INTERVAL",
+    "MISSES",
+    "HOLD",
+    "RUNG",
+    "CAP",
+];
+const AGENT_RIGHT: [usize; 3] = [4, 5, 8];
+
+/// The widest an id column grows before ids are cut.
+const ID_WIDTH: usize = 32;
+
+/// Draws the whole screen.
+pub fn render(frame: &mut Frame, app: &mut App, view: View) {
+    let area = frame.area();
+    let log_height = log_height(area.height, app.log.len());
+    let [summary, agents, log, status, keys] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(2),
+        Constraint::Length(log_height),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    app.show_rows(usize::from(agents.height.saturating_sub(1)), view.now);
+    frame.render_widget(summary_line(app, view), summary);
+    draw_agents(frame, agents, app, view);
+    draw_log(frame, log, &app.log, view);
+    let status_style = if app.status.error {
+        view.fg(Color::Red)
+    } else {
+        Style::new()
+    };
+    frame.render_widget(Line::styled(app.status.text.as_str(), status_style), status);
+    frame.render_widget(
+        Line::styled(
+            "↑↓/jk select  p pause/resume  r reset  a activity  enter details  q quit",
+            Style::new().add_modifier(Modifier::DIM),
+        ),
+        keys,
+    );
+    if let Some(shown) = &app.details {
+        let mut text = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = shown.print(&mut text, view.now);
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let popup = centred(area, 90, 80);
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(text)
+                .block(Block::bordered().title(format!(" {} (enter or esc closes) ", shown.agent.id))),
+            popup,
+        );
+    }
+}
+
+/// The log pane's height: its title, header and rows, up to two fifths of the screen.
+fn log_height(screen: u16, rows: usize) -> u16 {
+    let most = (screen.saturating_sub(3) * 2 / 5).max(3);
+    u16::try_from(rows.saturating_add(2))
+        .unwrap_or(u16::MAX)
+        .clamp(3, most)
+}
+
+/// `poked top  /path/poked.db  5 agents: 1 due, 2 waiting, 1 backing off, 1 paused  <now>`.
+fn summary_line(app: &App, view: View) -> Line<'static> {
+    let count = |state: State| app.agents.iter().filter(|a| a.state(view.now) == state).count() as u64;
+    let states: Vec<String> = [State::Due, State::BackingOff, State::Waiting, State::Paused]
+        .into_iter()
+        .map(|s| (count(s), s))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, s)| format!("{n} {}", s.as_str()))
+        .collect();
+    let read_only = if app.store().is_read_only() {
+        " (read-only)"
+    } else {
+        ""
+    };
+    let agents = plural(app.agents.len() as u64, "agent", "agents");
+    let counts = if states.is_empty() {
+        agents
+    } else {
+        format!("{agents}: {}", states.join(", "))
+    };
+    Line::from(vec![
+        Span::styled("poked top", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            "  {}{read_only}  {counts}  {}",
+            app.store().path().display(),
+            // To the second: the view ticks once a second.
+            format_time(view.now - view.now.rem_euclid(1000))
+        )),
+    ])
+}
+
+fn draw_agents(frame: &mut Frame, area: Rect, app: &App, view: View) {
+    if app.agents.is_empty() {
+        let hint = "no agents yet (add one with `poked add ID -- COMMAND...`)";
+        frame.render_widget(Paragraph::new(hint), area);
+        return;
+    }
+    let rows = usize::from(area.height.saturating_sub(1));
+    let end = (app.offset + rows).min(app.agents.len());
+    let cells: Vec<Vec<(String, Style)>> = app.agents[app.offset..end]
+        .iter()
+        .map(|agent| agent_cells(app, agent, view))
+        .collect();
+    let mut widths = column_widths(
+        &AGENT_HEADER,
+        cells.iter().map(|r| r.iter().map(|(t, _)| t.as_str())),
+    );
+    widths[0] = widths[0].min(ID_WIDTH);
+    let table = Table::new(
+        cells.into_iter().map(|row| styled_row(row, &AGENT_RIGHT)),
+        widths.iter().map(|&w| Constraint::Length(as_u16(w))),
+    )
+    .header(header_row(&AGENT_HEADER, &AGENT_RIGHT))
+    .column_spacing(2)
+    .highlight_symbol("> ")
+    .highlight_spacing(HighlightSpacing::Always)
+    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(Some(app.selected.saturating_sub(app.offset)));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// One agent's cells, each with its style.
+fn agent_cells(app: &App, agent: &Agent, view: View) -> Vec<(String, Style)> {
+    let now = view.now;
+    let state = agent.state(now);
+    let state_style = view.fg(match state {
+        State::Due => Color::Yellow,
+        State::BackingOff => Color::Magenta,
+        State::Waiting => Color::Green,
+        State::Paused => Color::DarkGray,
+    });
+    let freshness = agent.freshness(now);
+    let fresh_style = view.fg(match freshness {
+        Freshness::Fresh => Color::Green,
+        Freshness::Stale => Color::Yellow,
+        Freshness::VeryStale => Color::Red,
+    });
+    let due = agent
+        .next_due_at
+        .map_or_else(|| "-".to_string(), |at| countdown(at, now));
+    let hold = match agent.held_until_at {
+        Some(until) if agent.held(now) => format!("held {}", format_duration(whole_seconds(until - now))),
+        _ => String::new(),
+    };
+    let rungs = app.rungs(&agent.id);
+    let misses = agent.consecutive_misses;
+    let rung = rungs
+        .iter()
+        .find(|r| r.misses > misses)
+        .map_or_else(String::new, |r| format!("r{} in {}", r.misses, r.misses - misses));
+    let cap = match app.cap(&agent.id) {
+        Some(cap) if !rungs.is_empty() => format!("{}/{}", cap.count(now), cap.limit),
+        _ => String::new(),
+    };
+    let plain = Style::new();
+    vec![
+        (agent.id.to_string(), plain),
+        (state.as_str().to_string(), state_style),
+        (due, plain),
+        (freshness.as_str().to_string(), fresh_style),
+        (format_duration(agent.current_interval_ms), plain),
+        (misses.to_string(), plain),
+        (hold, view.fg(Color::Cyan)),
+        (rung, plain),
+        (cap, plain),
+    ]
+}
+
+/// The newest log rows that fit, newest last, with their outcomes coloured.
+fn draw_log(frame: &mut Frame, area: Rect, log: &[LogRow], view: View) {
+    let block = Block::new().borders(Borders::TOP).title(" log, newest last ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if log.is_empty() {
+        frame.render_widget(Paragraph::new("no log rows"), inner);
+        return;
+    }
+    let rows = usize::from(inner.height.saturating_sub(1));
+    let shown = &log[log.len().saturating_sub(rows)..];
+    let cells: Vec<Vec<(String, Style)>> = shown
+        .iter()
+        .map(|r| {
+            let outcome = view.fg(outcome_colour(r.outcome));
+            log_cells(r)
+                .into_iter()
+                .enumerate()
+                .map(|(i, text)| (text, if i == 5 { outcome } else { Style::new() }))
+                .collect()
+        })
+        .collect();
+    let widths = column_widths(
+        &LOG_HEADER,
+        cells.iter().map(|r| r.iter().map(|(t, _)| t.as_str())),
+    );
+    // The detail takes what is left, cut at the edge; the columns before it keep their widths.
+    let mut widths: Vec<Constraint> = widths.iter().map(|&w| Constraint::Length(as_u16(w))).collect();
+    if let Some(detail) = widths.last_mut() {
+        *detail = Constraint::Fill(1);
+    }
+    let table = Table::new(cells.into_iter().map(|row| styled_row(row, &LOG_RIGHT)), widths)
+        .header(header_row(&LOG_HEADER, &LOG_RIGHT))
+        .column_spacing(2);
+    frame.render_widget(table, inner);
+}
+
+fn outcome_colour(outcome: Option<Outcome>) -> Color {
+    match outcome {
+        Some(Outcome::Pending) => Color::Yellow,
+        Some(Outcome::Ok | Outcome::Sent) => Color::Green,
+        Some(Outcome::Held) => Color::Magenta,
+        Some(Outcome::Failed | Outcome::Timeout | Outcome::Error | Outcome::Interrupted) => Color::Red,
+        None => Color::Reset,
+    }
+}
+
+/// Each column as wide as its header or its widest cell.
+fn column_widths<'a>(
+    header: &[&str],
+    rows: impl Iterator<Item = impl Iterator<Item = &'a str>>,
+) -> Vec<usize> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+fn header_row(header: &[&'static str], right: &[usize]) -> Row<'static> {
+    let cells = header.iter().map(|h| (h.to_string(), Style::new())).collect();
+    styled_row(cells, right).style(Style::new().add_modifier(Modifier::BOLD))
+}
+
+fn styled_row(cells: Vec<(String, Style)>, right: &[usize]) -> Row<'static> {
+    Row::new(cells.into_iter().enumerate().map(|(i, (text, style))| {
+        let line = Line::styled(text, style);
+        Cell::from(if right.contains(&i) {
+            line.right_aligned()
+        } else {
+            line
+        })
+    }))
+}
+
+fn as_u16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+/// A rectangle `percent_x` by `percent_y` of `area`, in its middle.
+fn centred(area: Rect, percent_x: u16, percent_y: u16) -> Rect {
+    let [_, middle, _] = Layout::vertical([
+        Constraint::Percentage((100 - percent_y) / 2),
+        Constraint::Percentage(percent_y),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
+    let [_, centre, _] = Layout::horizontal([
+        Constraint::Percentage((100 - percent_x) / 2),
+        Constraint::Percentage(percent_x),
+        Constraint::Fill(1),
+    ])
+    .areas(middle);
+    centre
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use poked::agent::{AgentId, Rung, Settings};
+    use poked::random::FixedDraw;
+    use poked::rules::{Action, Decision};
+    use poked::store::{Finished, OpenOptions, Store};
+    use poked::units::parse_rfc3339;
+
+    const MINUTE: Millis = 60_000;
+
+    fn t0() -> Millis {
+        parse_rfc3339("2026-01-01T00:00:00Z").unwrap()
+    }
+
+    fn id(text: &str) -> AgentId {
+        AgentId::parse(text).unwrap()
+    }
+
+    fn rung(misses: i64, command: &str) -> Rung {
+        Rung {
+            misses,
+            command: vec![command.into()],
+        }
+    }
+
+    /// Four agents at 00:05, one of each state:
+    /// - `idle`, never poked, so due since it was added at 00:00;
+    /// - `worker`, poked at 00:01 (`ok`), active at 00:04: fresh, due at 00:09;
+    /// - `stuck`, base 1m, ladder 3 and 5: two misses by hand, then at 00:03 the pass's third
+    ///   miss fires rung 3 (still pending), which holds it until 00:08;
+    /// - `resting`, added paused.
+    fn fixture(dir: &std::path::Path) -> Store {
+        let store = Store::open(
+            &dir.join("poked.db"),
+            OpenOptions {
+                create: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        let (t0, draw) = (t0(), FixedDraw(0.0));
+        let true_cmd = Some(vec!["true".to_string()]);
+        store
+            .add(&id("idle"), &Settings::default(), &[], false, t0, &draw)
+            .unwrap();
+        let worker = Settings {
+            command: true_cmd.clone(),
+            ..Settings::default()
+        };
+        store.add(&id("worker"), &worker, &[], false, t0, &draw).unwrap();
+        let stuck = Settings {
+            command: true_cmd,
+            base_interval_ms: MINUTE,
+            ..Settings::default()
+        };
+        let ladder = [rung(3, "restart"), rung(5, "page-me")];
+        store
+            .add(&id("stuck"), &stuck, &ladder, false, t0, &draw)
+            .unwrap();
+        store
+            .add(&id("resting"), &Settings::default(), &[], true, t0, &draw)
+            .unwrap();
+        let pass = |name: &str, action: Action, miss: bool, at: Millis| {
+            store
+                .write(|tx| {
+                    let mut agent = tx.agent(&id(name))?;
+                    tx.begin(&mut agent, &Decision { miss, action }, at, &draw, None)
+                })
+                .unwrap()
+        };
+        let poke = pass("worker", Action::Poke, false, t0 + MINUTE);
+        store
+            .finish_commands(&[Finished {
+                log_id: poke.log_id,
+                outcome: poked::log::Outcome::Ok,
+                exit_code: Some(0),
+                duration_ms: 12,
+                detail: None,
+            }])
+            .unwrap();
+        store.record_miss(&id("stuck"), t0 + MINUTE, &draw).unwrap();
+        store.record_miss(&id("stuck"), t0 + 2 * MINUTE, &draw).unwrap();
+        pass(
+            "stuck",
+            Action::Escalate(ladder[0].clone()),
+            true,
+            t0 + 3 * MINUTE,
+        );
+        store
+            .record_activity(&id("worker"), t0 + 4 * MINUTE, t0 + 4 * MINUTE, &draw)
+            .unwrap();
+        store
+    }
+
+    /// Draws `app` on a 120×26 terminal at `now`; returns the screen's lines with their trailing
+    /// blanks trimmed, the temporary database path written `<db>`, and the buffer.
+    fn screen(app: &mut App, now: Millis, colour: bool) -> (String, ratatui::buffer::Buffer) {
+        let mut terminal = Terminal::new(TestBackend::new(120, 26)).unwrap();
+        terminal
+            .draw(|frame| render(frame, app, View { now, colour }))
+            .unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        let width = usize::from(buffer.area.width);
+        let symbols: Vec<&str> = buffer.content.iter().map(|c| c.symbol()).collect();
+        let text: Vec<String> = symbols
+            .chunks(width)
+            .map(|line| line.concat().trim_end().to_string())
+            .collect();
+        let db = app.store().path().display().to_string();
+        (text.join("\n").replace(&db, "<db>"), buffer)
+    }
+
+    fn line_of<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starts {start:?}:\n{text}"))
+    }
+
+    #[test]
+    fn agents_come_in_due_order_with_countdowns_holds_rungs_and_caps_and_the_log_beneath() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t0() + 5 * MINUTE;
+        let mut app = App::new(fixture(dir.path()), now).unwrap();
+        let (text, _) = screen(&mut app, now, false);
+        let expected = r"
+poked top  <db>  4 agents: 1 due, 1 backing off, 1 waiting, 1 paused  2026-01-01T00:05:00Z
+  ID       STATE        NEXT DUE       FRESHNESS   INTERVAL  MISSES  HOLD     RUNG     CAP
+> idle     due          overdue by 5m  very stale        5m       0
+  stuck    backing off  in 3m          very stale   3m22.5s       3  held 3m  r5 in 2  1/3
+  worker   waiting      in 4m          fresh             5m       0
+  resting  paused       -              very stale        5m       0
+
+
+
+
+
+
+
+
+
+ log, newest last ──────────────────────────────────────────────────────────────────────────────────────────────────────
+TIME                  AGENT    KIND        INTERVAL  MISSES  OUTCOME  EXIT  DURATION  DETAIL
+2026-01-01T00:00:00Z  resting  added             5m       0                           geometric 5m..30m ×1.5, paused
+2026-01-01T00:01:00Z  worker   poke              5m       0  ok          0      12ms
+2026-01-01T00:01:00Z  stuck    miss           1m30s       1
+2026-01-01T00:02:00Z  stuck    miss           2m15s       2
+2026-01-01T00:03:00Z  stuck    miss         3m22.5s       3
+2026-01-01T00:03:00Z  stuck    escalation   3m22.5s       3  pending                  rung 3
+2026-01-01T00:04:00Z  worker   activity          5m       0
+
+↑↓/jk select  p pause/resume  r reset  a activity  enter details  q quit";
+        assert_eq!(text, expected.trim_start_matches('\n'), "\n{text}");
+    }
+
+    #[test]
+    fn countdowns_tick_from_memory_and_a_reload_shows_a_pending_escalation_turn_into_its_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t0() + 5 * MINUTE;
+        let mut app = App::new(fixture(dir.path()), now).unwrap();
+        // A tick: nothing read, the countdowns and the hold move on by a second.
+        let (text, _) = screen(&mut app, now + 1000, false);
+        assert!(line_of(&text, "> idle ").contains("overdue by 5m1s"), "{text}");
+        let stuck = line_of(&text, "  stuck ");
+        assert!(
+            stuck.contains("in 2m59s") && stuck.contains("held 2m59s"),
+            "{text}"
+        );
+        // Half a second before it is due, a countdown still says a whole second.
+        let (text, _) = screen(&mut app, t0() + 9 * MINUTE - 500, false);
+        assert!(line_of(&text, "  worker ").contains("in 1s"), "{text}");
+
+        let pending: i64 = app
+            .log
+            .iter()
+            .find(|r| r.kind == poked::log::Kind::Escalation)
+            .unwrap()
+            .id;
+        app.store()
+            .finish_commands(&[Finished {
+                log_id: pending,
+                outcome: poked::log::Outcome::Failed,
+                exit_code: Some(3),
+                duration_ms: 40,
+                detail: None,
+            }])
+            .unwrap();
+        let (text, _) = screen(&mut app, now, false);
+        assert!(line_of(&text, "2026-01-01T00:03:00Z  stuck    escalation").contains("pending"));
+        app.reload(now).unwrap();
+        let (text, _) = screen(&mut app, now, false);
+        let row = line_of(&text, "2026-01-01T00:03:00Z  stuck    escalation");
+        assert!(row.contains("failed      3      40ms  rung 3"), "{text}");
+    }
+
+    #[test]
+    fn keys_write_through_the_store_and_the_selection_follows_its_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t0() + 5 * MINUTE;
+        let mut app = App::new(fixture(dir.path()), now).unwrap();
+        let draw = FixedDraw(0.0);
+        app.move_by(1);
+        app.toggle_pause(now);
+        app.reload(now).unwrap();
+        assert!(app.store().agent(&id("stuck")).unwrap().paused);
+        let (text, _) = screen(&mut app, now, false);
+        assert!(line_of(&text, "> stuck ").contains("paused"), "{text}");
+        assert_eq!(
+            app.agents.last().unwrap().id,
+            id("stuck"),
+            "paused agents come last"
+        );
+        assert!(text.contains("\nstuck: paused\n"), "{text}");
+
+        app.toggle_pause(now);
+        app.reset(now, &draw);
+        app.reload(now).unwrap();
+        let stuck = app.store().agent(&id("stuck")).unwrap();
+        assert!(!stuck.paused && stuck.consecutive_misses == 0 && stuck.held_until_at.is_none());
+        let (text, _) = screen(&mut app, now, false);
+        assert!(
+            text.contains("\nstuck: reset recorded; interval 1m, 0 misses, due now\n"),
+            "{text}"
+        );
+        // A reset clears the cap; the next rung is three misses away again.
+        assert!(line_of(&text, "> stuck ").ends_with("r3 in 3  0/3"), "{text}");
+
+        app.select(usize::MAX);
+        app.activity(now, &draw);
+        assert_eq!(
+            app.store().agent(&id("resting")).unwrap().last_activity_at,
+            Some(now)
+        );
+        assert!(
+            app.status.text.starts_with("resting: activity recorded"),
+            "{:?}",
+            app.status
+        );
+    }
+
+    #[test]
+    fn enter_lays_the_agents_show_text_over_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t0() + 5 * MINUTE;
+        let mut app = App::new(fixture(dir.path()), now).unwrap();
+        app.move_by(1);
+        app.toggle_details(now);
+        let (text, _) = screen(&mut app, now, false);
+        assert!(text.contains("┌ stuck (enter or esc closes) ─"), "{text}");
+        for field in [
+            "│id                  stuck ",
+            "│held until          2026-01-01T00:08:00Z (in 3m) ",
+            "│ladder              3: [\"restart\"] (this streak: 2026-01-01T00:03:00Z, pending); 5: [\"page-me\"] ",
+        ] {
+            assert!(text.contains(field), "{field:?} is missing:\n{text}");
+        }
+        app.toggle_details(now);
+        let (text, _) = screen(&mut app, now, false);
+        assert!(!text.contains("held until"), "{text}");
+    }
+
+    #[test]
+    fn without_colour_only_bold_and_reverse_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = t0() + 5 * MINUTE;
+        let mut app = App::new(fixture(dir.path()), now).unwrap();
+        let coloured = |colour: bool, app: &mut App| {
+            let (_, buffer) = screen(app, now, colour);
+            buffer
+                .content
+                .iter()
+                .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+                .count()
+        };
+        assert!(coloured(true, &mut app) > 0, "the colour view has no colour");
+        assert_eq!(coloured(false, &mut app), 0);
+    }
+}
