@@ -1,6 +1,7 @@
 //! Small helpers every topic uses: a temporary database, running `poked` on it, bounded waits,
-//! and snapshots that prove a command changed nothing. The heavier machinery for breaking
-//! poked on purpose (daemons, kills, the log auditor, /proc scans) is in `harness.rs`.
+//! snapshots that prove a command changed nothing, and a private tmux server (`tmux`, `top`).
+//! The heavier machinery for breaking poked on purpose (daemons, kills, the log auditor, /proc
+//! scans) is in `harness.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -218,5 +219,100 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private tmux server; killed on drop.
+pub struct Tmux {
+    dir: PathBuf,
+}
+
+impl Tmux {
+    /// A server in `dir`, or `None` (after saying why) when tmux is missing outside CI.
+    pub fn start(dir: &Path) -> Option<Tmux> {
+        let found = std::process::Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is missing, and CI must run the tmux tests (.ci/run installs it)"
+            );
+            eprintln!("tmux is not installed: skipping this test (CI installs it)");
+            return None;
+        }
+        let dir = dir.join("tmux");
+        std::fs::create_dir(&dir).unwrap();
+        Some(Tmux { dir })
+    }
+
+    pub fn cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.env("TMUX_TMPDIR", &self.dir).env_remove("TMUX");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// What the session's pane shows.
+    pub fn pane(&self, session: &str) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `poked ARGS` that reaches this server.
+    pub fn poked(&self, env: &Env, args: &[&str]) -> String {
+        let out = env
+            .cmd()
+            .env("TMUX_TMPDIR", &self.dir)
+            .env_remove("TMUX")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "poked {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Tmux {
+    /// The exit status of the session's command once it has ended; the session must have
+    /// `remain-on-exit` on, or it is gone with its status.
+    pub fn exit_status(&self, session: &str) -> Option<i32> {
+        let out = self
+            .cmd()
+            .args([
+                "display-message",
+                "-p",
+                "-t",
+                session,
+                "#{pane_dead} #{pane_dead_status}",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.trim().strip_prefix("1 ")?.parse().ok()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
     }
 }
