@@ -291,26 +291,6 @@ impl Tmux {
     }
 }
 
-impl Tmux {
-    /// The exit status of the session's command once it has ended; the session must have
-    /// `remain-on-exit` on, or it is gone with its status.
-    pub fn exit_status(&self, session: &str) -> Option<i32> {
-        let out = self
-            .cmd()
-            .args([
-                "display-message",
-                "-p",
-                "-t",
-                session,
-                "#{pane_dead} #{pane_dead_status}",
-            ])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.trim().strip_prefix("1 ")?.parse().ok()
-    }
-}
-
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").output();

@@ -9,8 +9,9 @@ use std::time::Duration;
 use crate::common::{Env, PROMPT, Tmux, assert_error, output_within, poked, wait_for};
 use crate::harness::PATIENCE;
 
-/// `poked top` on `env`'s database in a new 100×30 session `top`, which stays (dead) after the
-/// command ends so its exit status can be read. `wrapper` runs it as another user.
+/// `poked top` on `env`'s database in a new 100×30 session `top`; `wrapper` runs it as another
+/// user. Its exit status goes to a file (tmux loses a pane's status when the terminal closes
+/// before the process is reaped), and the pane stays after it ends, to be read.
 fn start_top(tmux: &Tmux, env: &Env, wrapper: &[&str]) {
     let bin = assert_cmd::cargo::cargo_bin!("poked")
         .to_str()
@@ -20,7 +21,12 @@ fn start_top(tmux: &Tmux, env: &Env, wrapper: &[&str]) {
     let mut words: Vec<&str> = vec!["env", "-u", "POKED_NOW", "-u", "POKED_DRAW", "NO_COLOR=1", &db];
     words.extend(wrapper);
     words.extend([bin.as_str(), "top"]);
-    let command = shell_words::join(&words);
+    let status = status_file(env);
+    let command = format!(
+        "{}; echo $? > {}",
+        shell_words::join(&words),
+        shell_words::quote(status.to_str().unwrap())
+    );
     tmux.run(&[
         "new-session",
         "-d",
@@ -40,6 +46,10 @@ fn start_top(tmux: &Tmux, env: &Env, wrapper: &[&str]) {
     ]);
 }
 
+fn status_file(env: &Env) -> std::path::PathBuf {
+    env.dir.path().join("top-status")
+}
+
 /// Waits until the pane shows `text`.
 fn wait_for_screen(tmux: &Tmux, text: &str) {
     assert!(
@@ -49,18 +59,21 @@ fn wait_for_screen(tmux: &Tmux, text: &str) {
     );
 }
 
-/// Waits for the session's command to end, and returns its exit status.
-fn wait_for_exit(tmux: &Tmux) -> i32 {
-    let mut status = None;
+/// Waits for `poked top` to end, and returns its exit status.
+fn wait_for_exit(tmux: &Tmux, env: &Env) -> i32 {
+    let read = || {
+        std::fs::read_to_string(status_file(env))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
     assert!(
-        wait_for(PATIENCE, || {
-            status = tmux.exit_status("top");
-            status.is_some()
-        }),
+        wait_for(PATIENCE, || read().is_some()),
         "top did not exit:\n{}",
         tmux.pane("top")
     );
-    status.unwrap()
+    read().unwrap()
 }
 
 fn paused(env: &Env, id: &str) -> i64 {
@@ -97,7 +110,7 @@ fn p_pauses_the_selected_agent_a_commit_shows_within_a_second_and_q_restores_the
     );
 
     tmux.run(&["send-keys", "-t", "top", "q"]);
-    assert_eq!(wait_for_exit(&tmux), 0, "{}", tmux.pane("top"));
+    assert_eq!(wait_for_exit(&tmux, &env), 0, "{}", tmux.pane("top"));
     // The alternate screen is gone: the pane shows what was there before top, not top.
     let after = tmux.pane("top");
     assert!(
@@ -134,7 +147,7 @@ fn on_a_read_only_database_a_write_key_shows_the_error_and_the_view_goes_on() {
     let status = pane.lines().find(|l| l.starts_with("poked: database")).unwrap();
     assert!(status.contains("is read-only"), "{pane}");
     tmux.run(&["send-keys", "-t", "top", "j", "a", "Escape"]);
-    assert_eq!(wait_for_exit(&tmux), 0, "{}", tmux.pane("top"));
+    assert_eq!(wait_for_exit(&tmux, &env), 0, "{}", tmux.pane("top"));
     assert!(env.fingerprint() == before, "a read-only database was changed");
 }
 

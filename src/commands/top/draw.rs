@@ -106,7 +106,8 @@ fn log_height(screen: u16, rows: usize) -> u16 {
         .clamp(3, most)
 }
 
-/// `poked top  /path/poked.db  5 agents: 1 due, 2 waiting, 1 backing off, 1 paused  <now>`.
+/// `poked top  <now>  5 agents: 1 due, 2 waiting, 1 backing off, 1 paused  /path/poked.db`: the
+/// path last, where a narrow terminal cuts it.
 fn summary_line(app: &App, view: View) -> Line<'static> {
     let count = |state: State| app.agents.iter().filter(|a| a.state(view.now) == state).count() as u64;
     let states: Vec<String> = [State::Due, State::BackingOff, State::Waiting, State::Paused]
@@ -116,7 +117,7 @@ fn summary_line(app: &App, view: View) -> Line<'static> {
         .map(|(n, s)| format!("{n} {}", s.as_str()))
         .collect();
     let read_only = if app.store().is_read_only() {
-        " (read-only)"
+        "(read-only) "
     } else {
         ""
     };
@@ -129,10 +130,10 @@ fn summary_line(app: &App, view: View) -> Line<'static> {
     Line::from(vec![
         Span::styled("poked top", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(format!(
-            "  {}{read_only}  {counts}  {}",
-            app.store().path().display(),
+            "  {}  {counts}  {read_only}{}",
             // To the second: the view ticks once a second.
-            format_time(view.now - view.now.rem_euclid(1000))
+            format_time(view.now - view.now.rem_euclid(1000)),
+            app.store().path().display(),
         )),
     ])
 }
@@ -441,7 +442,7 @@ mod tests {
         let mut app = App::new(fixture(dir.path()), now).unwrap();
         let (text, _) = screen(&mut app, now, false);
         let expected = r"
-poked top  <db>  4 agents: 1 due, 1 backing off, 1 waiting, 1 paused  2026-01-01T00:05:00Z
+poked top  2026-01-01T00:05:00Z  4 agents: 1 due, 1 backing off, 1 waiting, 1 paused  <db>
   ID       STATE        NEXT DUE       FRESHNESS   INTERVAL  MISSES  HOLD     RUNG     CAP
 > idle     due          overdue by 5m  very stale        5m       0
   stuck    backing off  in 3m          very stale   3m22.5s       3  held 3m  r5 in 2  1/3
