@@ -222,6 +222,34 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Runs `poked` as `nobody` (uid 65534), for [`poked_under`].
+pub const AS_NOBODY: [&str; 4] = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/// Whether the tests run as root, who reads and writes whatever the file modes say: only
+/// another user ([`AS_NOBODY`]) meets them.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Makes `env`'s database one that `poked` may read but not write, and returns the wrapper to
+/// run it under ([`poked_under`]): as root, `nobody`, who may read the file and its folder but
+/// not write them; otherwise no wrapper, and the file loses its write bit.
+pub fn read_only_for_poked(env: &Env) -> &'static [&'static str] {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    if is_root() {
+        mode(env.dir.path(), 0o755);
+        mode(&env.db, 0o644);
+        &AS_NOBODY
+    } else {
+        mode(&env.db, 0o400);
+        &[]
+    }
+}
+
 /// A private tmux server; killed on drop.
 pub struct Tmux {
     dir: PathBuf,

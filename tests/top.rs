@@ -3,10 +3,9 @@
 //! on screen, a row in the database, the pane's exit status), never for a fixed time. How the
 //! screen is laid out is tested beside the drawing code (`src/commands/top/draw.rs`).
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::common::{Env, PROMPT, Tmux, assert_error, output_within, poked, wait_for};
+use crate::common::{Env, PROMPT, Tmux, assert_error, output_within, poked, read_only_for_poked, wait_for};
 use crate::harness::PATIENCE;
 
 /// `poked top` on `env`'s database in a new 100×30 session `top`; `wrapper` runs it as another
@@ -126,18 +125,7 @@ fn on_a_read_only_database_a_write_key_shows_the_error_and_the_view_goes_on() {
         return;
     };
     env.ok("2026-01-01T00:00:00Z", &["add", "hq-mayor"]);
-    // Root writes whatever the modes say, so as root top runs as `nobody`, who may read the
-    // file and its folder but not write them.
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let wrapper: &[&str] = if root {
-        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    } else {
-        std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o400)).unwrap();
-        &[]
-    };
+    let wrapper = read_only_for_poked(&env);
     let before = env.fingerprint();
     start_top(&tmux, &env, wrapper);
     wait_for_screen(&tmux, "(read-only)");

@@ -88,7 +88,7 @@ pub fn render(frame: &mut Frame, app: &mut App, view: View) {
         // Writing to a Vec cannot fail.
         let _ = shown.print(&mut text, view.now);
         let text = String::from_utf8_lossy(&text).into_owned();
-        let popup = centred(area, 90, 80);
+        let popup = area.centered(Constraint::Percentage(90), Constraint::Percentage(80));
         frame.render_widget(Clear, popup);
         frame.render_widget(
             Paragraph::new(text)
@@ -294,23 +294,6 @@ fn styled_row(cells: Vec<(String, Style)>, right: &[usize]) -> Row<'static> {
 
 fn as_u16(n: usize) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
-}
-
-/// A rectangle `percent_x` by `percent_y` of `area`, in its middle.
-fn centred(area: Rect, percent_x: u16, percent_y: u16) -> Rect {
-    let [_, middle, _] = Layout::vertical([
-        Constraint::Percentage((100 - percent_y) / 2),
-        Constraint::Percentage(percent_y),
-        Constraint::Fill(1),
-    ])
-    .areas(area);
-    let [_, centre, _] = Layout::horizontal([
-        Constraint::Percentage((100 - percent_x) / 2),
-        Constraint::Percentage(percent_x),
-        Constraint::Fill(1),
-    ])
-    .areas(middle);
-    centre
 }
 
 #[cfg(test)]
