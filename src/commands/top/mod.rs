@@ -14,6 +14,8 @@
 mod app;
 mod draw;
 mod keys;
+#[cfg(test)]
+mod tests;
 
 use std::io::IsTerminal;
 use std::time::Duration;
