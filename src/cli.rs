@@ -271,6 +271,15 @@ pub enum Command {
     /// The scheduler: poke every agent when it is due
     Run(RunArgs),
 
+    /// A full-screen live view: agents by next due with countdowns, and the newest log rows
+    #[command(
+        after_help = "Keys: ↑/↓ or j/k select, p pause or resume, r reset, a record activity, \
+        enter the agent's details (as `poked show`), q, Esc or Ctrl-C quit.\n\
+        It follows every commit within a second and needs a terminal (over ssh and in tmux too); \
+        NO_COLOR turns colours off. Writes need write access to the database."
+    )]
+    Top,
+
     /// A 20-second demonstration on a temporary database: backoff and recovery at work
     Demo {
         /// Keep the demonstration's database and print its path

@@ -1,6 +1,7 @@
 //! Small helpers every topic uses: a temporary database, running `poked` on it, bounded waits,
-//! and snapshots that prove a command changed nothing. The heavier machinery for breaking
-//! poked on purpose (daemons, kills, the log auditor, /proc scans) is in `harness.rs`.
+//! snapshots that prove a command changed nothing, and a private tmux server (`tmux`, `top`).
+//! The heavier machinery for breaking poked on purpose (daemons, kills, the log auditor, /proc
+//! scans) is in `harness.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -221,5 +222,108 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `poked` as `nobody` (uid 65534), for [`poked_under`].
+pub const AS_NOBODY: [&str; 4] = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/// Whether the tests run as root, who reads and writes whatever the file modes say: only
+/// another user ([`AS_NOBODY`]) meets them.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Makes `env`'s database one that `poked` may read but not write, and returns the wrapper to
+/// run it under ([`poked_under`]): as root, `nobody`, who may read the file and its folder but
+/// not write them; otherwise no wrapper, and the file loses its write bit.
+pub fn read_only_for_poked(env: &Env) -> &'static [&'static str] {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    if is_root() {
+        mode(env.dir.path(), 0o755);
+        mode(&env.db, 0o644);
+        &AS_NOBODY
+    } else {
+        mode(&env.db, 0o400);
+        &[]
+    }
+}
+
+/// A private tmux server; killed on drop.
+pub struct Tmux {
+    dir: PathBuf,
+}
+
+impl Tmux {
+    /// A server in `dir`, or `None` (after saying why) when tmux is missing outside CI.
+    pub fn start(dir: &Path) -> Option<Tmux> {
+        let found = std::process::Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is missing, and CI must run the tmux tests (.ci/run installs it)"
+            );
+            eprintln!("tmux is not installed: skipping this test (CI installs it)");
+            return None;
+        }
+        let dir = dir.join("tmux");
+        std::fs::create_dir(&dir).unwrap();
+        Some(Tmux { dir })
+    }
+
+    pub fn cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.env("TMUX_TMPDIR", &self.dir).env_remove("TMUX");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// What the session's pane shows.
+    pub fn pane(&self, session: &str) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `poked ARGS` that reaches this server.
+    pub fn poked(&self, env: &Env, args: &[&str]) -> String {
+        let out = env
+            .cmd()
+            .env("TMUX_TMPDIR", &self.dir)
+            .env_remove("TMUX")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "poked {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
     }
 }

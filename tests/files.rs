@@ -8,7 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Env, PROMPT, assert_error, must, output_within, poked, poked_under, tree};
+use crate::common::{
+    AS_NOBODY, Env, PROMPT, assert_error, is_root, must, output_within, poked, poked_under,
+    read_only_for_poked, tree,
+};
 use crate::harness::{Rng, inspect, seeded_database};
 
 const T: &str = "2026-01-01T00:00:00Z";
@@ -117,35 +120,17 @@ fn an_unwritable_place_is_a_clear_error() {
     assert_error(&out, 1, "/proc/poked-test");
 }
 
-/// `poked` on `db` run as `nobody` (uid 65534) through setpriv, when the tests run as root:
-/// root reads and writes whatever the file modes say, so only another user meets them.
+/// `poked` on `db` run as `nobody` through setpriv, when the tests run as root: root reads and
+/// writes whatever the file modes say, so only another user meets them.
 fn as_nobody(db: &Path) -> Option<Command> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    Some(poked_under(
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
-        db,
-    ))
+    is_root().then(|| poked_under(&AS_NOBODY, db))
 }
 
 #[test]
 fn a_read_only_database_is_refused_for_writing() {
     let env = seeded();
     let before = env.fingerprint();
-    let mut cmd = match as_nobody(&env.db) {
-        Some(cmd) => {
-            // `nobody` may read the file and its folder, not write them.
-            std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o644)).unwrap();
-            cmd
-        }
-        None => {
-            std::fs::set_permissions(&env.db, std::fs::Permissions::from_mode(0o400)).unwrap();
-            poked(&env.db)
-        }
-    };
+    let mut cmd = poked_under(read_only_for_poked(&env), &env.db);
     let out = output_within(cmd.env("POKED_NOW", T).args(["miss", "a"]), PROMPT);
     assert_error(&out, 1, "read-only");
     assert!(env.fingerprint() == before, "a read-only database was changed");

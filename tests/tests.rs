@@ -3,11 +3,11 @@
 //!
 //! By topic: `crashes`, `contention`, `disk`, `files`, `clock`, `pipes`, `bad_input`, the daemon's
 //! life (`daemon`), the worked timelines (`timeline`), probes, gates and the escalation ladder
-//! (`supervisor`), real tmux sessions (`tmux`), `explain` and `plan` (`explain`), upgrading old
-//! databases (`migration`), the operator's commands (`operator`), import and export
-//! (`transfer`), what people see (`views`), the store through the library (`store`), and the
-//! soak tier (`soak`, ignored by default). `common` holds the small helpers,
-//! `harness` the machinery for breaking poked on purpose and looking inside.
+//! (`supervisor`), real tmux sessions (`tmux`), the live view in a terminal (`top`), `explain`
+//! and `plan` (`explain`), upgrading old databases (`migration`), the operator's commands
+//! (`operator`), import and export (`transfer`), what people see (`views`), the store through
+//! the library (`store`), and the soak tier (`soak`, ignored by default). `common` holds the
+//! small helpers, `harness` the machinery for breaking poked on purpose and looking inside.
 
 mod bad_input;
 mod clock;
@@ -28,5 +28,6 @@ mod store;
 mod supervisor;
 mod timeline;
 mod tmux;
+mod top;
 mod transfer;
 mod views;

@@ -2,86 +2,9 @@
 //! the test's temporary folder (`TMUX_TMPDIR`), killed when the test ends. Without tmux the
 //! tests say so and pass, except under CI (`CI` set), where a missing tool is a failure.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::common::{Env, wait_for};
-
-/// A private tmux server; killed on drop.
-struct Tmux {
-    dir: PathBuf,
-}
-
-impl Tmux {
-    /// A server in `dir`, or `None` (after saying why) when tmux is missing outside CI.
-    fn start(dir: &Path) -> Option<Tmux> {
-        let found = Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "tmux is missing, and CI must run the tmux tests (.ci/run installs it)"
-            );
-            eprintln!("tmux is not installed: skipping this test (CI installs it)");
-            return None;
-        }
-        let dir = dir.join("tmux");
-        std::fs::create_dir(&dir).unwrap();
-        Some(Tmux { dir })
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new("tmux");
-        cmd.env("TMUX_TMPDIR", &self.dir).env_remove("TMUX");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// What the session's pane shows.
-    fn pane(&self, session: &str) -> String {
-        let out = self
-            .cmd()
-            .args(["capture-pane", "-p", "-t", session])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `poked ARGS` that reaches this server.
-    fn poked(&self, env: &Env, args: &[&str]) -> String {
-        let out = env
-            .cmd()
-            .env("TMUX_TMPDIR", &self.dir)
-            .env_remove("TMUX")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "poked {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").output();
-    }
-}
+use crate::common::{Env, Tmux, wait_for};
 
 fn count(env: &Env, sql: &str) -> i64 {
     env.sql().query_row(sql, [], |r| r.get(0)).unwrap()

@@ -205,7 +205,7 @@ pub fn transition(ctx: &Context, out: &mut dyn Write, id: &str, what: Manual) ->
 }
 
 /// `interval 7m30s, 1 miss, next due 2026-01-01T00:12:30Z (in 7m30s)`.
-fn summary(agent: &Agent, now: i64) -> String {
+pub(super) fn summary(agent: &Agent, now: i64) -> String {
     let due = match agent.next_due_at {
         None => "paused".to_string(),
         Some(at) if at <= now => "due now".to_string(),

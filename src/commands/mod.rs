@@ -16,6 +16,7 @@ mod prune;
 mod run;
 mod stats;
 mod status;
+mod top;
 mod transfer;
 mod view;
 
@@ -133,6 +134,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Plan { id, count, json } => plan::plan(&ctx, out, &id, usize::from(count), json),
         Command::Run(args) => run::run(&ctx, out, &args),
         Command::Demo { keep, duration } => demo::demo(&ctx, out, keep, duration),
+        Command::Top => top::top(&ctx),
     }
 }
 

@@ -151,13 +151,16 @@ pub fn next_due(agent: &Agent, now: Millis) -> String {
 }
 
 /// The columns of a log table.
-const LOG_HEADER: [&str; 9] = [
+pub const LOG_HEADER: [&str; 9] = [
     "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
 ];
 
+/// The columns of a log table that hold numbers, right-aligned.
+pub const LOG_RIGHT: [usize; 4] = [3, 4, 6, 7];
+
 /// A log table (`show`, `history`, `demo`); numbers right-aligned.
 pub fn log_table() -> Table {
-    Table::new(&LOG_HEADER, &[3, 4, 6, 7])
+    Table::new(&LOG_HEADER, &LOG_RIGHT)
 }
 
 /// One log row as the cells of a log table.
@@ -214,6 +217,21 @@ pub fn due_relative(at: Millis, now: Millis) -> String {
         )
     } else {
         format_relative(at, now)
+    }
+}
+
+/// [`due_relative`] to the whole second, for a view redrawn once a second: a second not yet
+/// over still counts ahead (`in 1s` until it is due), and `overdue by` counts whole seconds.
+pub fn countdown(at: Millis, now: Millis) -> String {
+    due_relative(now.saturating_add(whole_seconds(at.saturating_sub(now))), now)
+}
+
+/// A distance from now in whole seconds: one ahead rounded up, one past rounded toward zero.
+pub fn whole_seconds(ms: i64) -> i64 {
+    if ms > 0 {
+        ms.saturating_add(999) / 1000 * 1000
+    } else {
+        ms / 1000 * 1000
     }
 }
 

@@ -10,7 +10,8 @@ use super::{Context, io_err};
 use poked::agent::{Agent, AgentId, Rung};
 use poked::clock::Millis;
 use poked::error::Result;
-use poked::rules::Cap;
+use poked::log::LogRow;
+use poked::rules::{Cap, KnownLadder};
 use poked::store::{HistoryFilter, Store, Streak};
 use poked::transfer::agent_json;
 use poked::units::{format_duration, format_time};
@@ -65,98 +66,139 @@ pub fn show(ctx: &Context, out: &mut dyn Write, id: &str, json: bool) -> Result<
     let id = AgentId::parse(id)?;
     let store = ctx.open_to_read()?;
     let now = ctx.now();
-    let poked::store::Decidable { agent, ladder } = store.agent_with_ladder(&id, now)?;
-    let streak = store.streak(&id)?;
-    let log = store.history(&HistoryFilter {
-        agent_id: Some(id.clone()),
-        limit: Some(SHOW_LOG_ROWS),
-        ..HistoryFilter::default()
-    })?;
-    let cap = ladder.cap.clone().unwrap_or(Cap {
-        limit: agent.settings.escalate_limit,
-        window_ms: agent.settings.escalate_window_ms,
-        escalations: Vec::new(),
-    });
+    let shown = Shown::read(&store, &id, now)?;
     if json {
-        let mut value = agent_json(&agent, &ladder.rungs, now);
-        value["streak_escalations"] = streak_json(&streak);
-        value["cap"] = cap_json(&cap, now);
-        value["recent_log"] = Value::Array(log.iter().map(log_json).collect());
+        let mut value = agent_json(&shown.agent, &shown.ladder.rungs, now);
+        value["streak_escalations"] = streak_json(&shown.streak);
+        value["cap"] = cap_json(&shown.cap, now);
+        value["recent_log"] = Value::Array(shown.log.iter().map(log_json).collect());
         return print_json(out, &value);
     }
-    let s = &agent.settings;
-    let argv = |argv: &Option<Vec<String>>, none: &str| {
-        argv.as_ref().map_or_else(
-            || none.to_string(),
-            |argv| serde_json::to_string(argv).unwrap_or_default(),
-        )
-    };
-    let mut lines = vec![
-        ("id", agent.id.to_string()),
-        ("state", agent.state(now).as_str().to_string()),
-        ("freshness", agent.freshness(now).as_str().to_string()),
-        (
-            "interval",
-            format!(
-                "{} (wait {}), {} {}..{} ×{}",
-                format_duration(agent.current_interval_ms),
-                format_duration(agent.wait_ms),
-                s.strategy,
-                format_duration(s.base_interval_ms),
-                format_duration(s.max_interval_ms),
-                s.factor
-            ),
-        ),
-        ("jitter", s.jitter.to_string()),
-        ("misses in a row", agent.consecutive_misses.to_string()),
-        (
-            "fresh / very stale",
-            format!(
-                "{} / {}",
-                format_duration(s.fresh_ms),
-                format_duration(s.very_stale_ms)
-            ),
-        ),
-        ("last poke", time_or(agent.last_poke_at, "never")),
-        ("last activity", time_or(agent.last_activity_at, "never")),
-        (
-            "next due",
-            match agent.next_due_at {
-                None => "- (paused)".into(),
-                Some(_) => next_due(&agent, now),
-            },
-        ),
-        ("held until", hold(&agent, now)),
-        ("command", argv(&s.command, "none (pokes are only recorded)")),
-        ("heartbeat file", heartbeat(&agent)),
-        ("activity probe", probe(&agent)),
-        ("gate", argv(&s.only_if, "none")),
-        ("ladder", ladder_text(&ladder.rungs, &streak)),
-        (
-            "escalations",
-            format!(
-                "{} of {} in the last {}{}; grace {}",
-                cap.count(now),
-                cap.limit,
-                format_duration(cap.window_ms),
-                cap.oldest_leaves_at(now).map_or_else(String::new, |at| format!(
-                    " (the oldest leaves at {})",
-                    format_time(at)
-                )),
-                format_duration(s.grace_ms)
-            ),
-        ),
-        ("created", format_time(agent.created_at)),
-    ];
-    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    for (key, value) in lines.drain(..) {
-        writeln!(out, "{key:<width$}  {value}").map_err(io_err)?;
+    shown.print(out, now)
+}
+
+/// One agent as `show` prints it, read in one go: `show` prints it once, `top`'s details pane
+/// again at every tick (its relative times move).
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub agent: Agent,
+    pub ladder: KnownLadder,
+    pub streak: Streak,
+    pub log: Vec<LogRow>,
+    pub cap: Cap,
+}
+
+impl Shown {
+    /// Reads the agent, its ladder, cap and streak, and its newest log rows.
+    pub fn read(store: &Store, id: &AgentId, now: Millis) -> Result<Shown> {
+        let poked::store::Decidable { agent, ladder } = store.agent_with_ladder(id, now)?;
+        let streak = store.streak(id)?;
+        let log = store.history(&HistoryFilter {
+            agent_id: Some(id.clone()),
+            limit: Some(SHOW_LOG_ROWS),
+            ..HistoryFilter::default()
+        })?;
+        let cap = ladder.cap.clone().unwrap_or(Cap {
+            limit: agent.settings.escalate_limit,
+            window_ms: agent.settings.escalate_window_ms,
+            escalations: Vec::new(),
+        });
+        Ok(Shown {
+            agent,
+            ladder,
+            streak,
+            log,
+            cap,
+        })
     }
-    writeln!(out).map_err(io_err)?;
-    if log.is_empty() {
-        writeln!(out, "no log rows").map_err(io_err)
-    } else {
-        print_log(out, &log)
+
+    /// The text form: one `key  value` line per field, a blank line, the log table.
+    pub fn print(&self, out: &mut dyn Write, now: Millis) -> Result<()> {
+        let lines = self.fields(now);
+        let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (key, value) in lines {
+            writeln!(out, "{key:<width$}  {value}").map_err(io_err)?;
+        }
+        writeln!(out).map_err(io_err)?;
+        if self.log.is_empty() {
+            writeln!(out, "no log rows").map_err(io_err)
+        } else {
+            print_log(out, &self.log)
+        }
+    }
+
+    fn fields(&self, now: Millis) -> Vec<(&'static str, String)> {
+        let Shown {
+            agent,
+            ladder,
+            streak,
+            cap,
+            ..
+        } = self;
+        let s = &agent.settings;
+        let argv = |argv: &Option<Vec<String>>, none: &str| {
+            argv.as_ref().map_or_else(
+                || none.to_string(),
+                |argv| serde_json::to_string(argv).unwrap_or_default(),
+            )
+        };
+        vec![
+            ("id", agent.id.to_string()),
+            ("state", agent.state(now).as_str().to_string()),
+            ("freshness", agent.freshness(now).as_str().to_string()),
+            (
+                "interval",
+                format!(
+                    "{} (wait {}), {} {}..{} ×{}",
+                    format_duration(agent.current_interval_ms),
+                    format_duration(agent.wait_ms),
+                    s.strategy,
+                    format_duration(s.base_interval_ms),
+                    format_duration(s.max_interval_ms),
+                    s.factor
+                ),
+            ),
+            ("jitter", s.jitter.to_string()),
+            ("misses in a row", agent.consecutive_misses.to_string()),
+            (
+                "fresh / very stale",
+                format!(
+                    "{} / {}",
+                    format_duration(s.fresh_ms),
+                    format_duration(s.very_stale_ms)
+                ),
+            ),
+            ("last poke", time_or(agent.last_poke_at, "never")),
+            ("last activity", time_or(agent.last_activity_at, "never")),
+            (
+                "next due",
+                match agent.next_due_at {
+                    None => "- (paused)".into(),
+                    Some(_) => next_due(agent, now),
+                },
+            ),
+            ("held until", hold(agent, now)),
+            ("command", argv(&s.command, "none (pokes are only recorded)")),
+            ("heartbeat file", heartbeat(agent)),
+            ("activity probe", probe(agent)),
+            ("gate", argv(&s.only_if, "none")),
+            ("ladder", ladder_text(&ladder.rungs, streak)),
+            (
+                "escalations",
+                format!(
+                    "{} of {} in the last {}{}; grace {}",
+                    cap.count(now),
+                    cap.limit,
+                    format_duration(cap.window_ms),
+                    cap.oldest_leaves_at(now).map_or_else(String::new, |at| format!(
+                        " (the oldest leaves at {})",
+                        format_time(at)
+                    )),
+                    format_duration(s.grace_ms)
+                ),
+            ),
+            ("created", format_time(agent.created_at)),
+        ]
     }
 }
 

@@ -1,4 +1,4 @@
-//! Waiting for the database to change, for `history --follow` and `next --wait`.
+//! Waiting for the database to change, for `history --follow`, `next --wait` and `top`.
 //!
 //! A [`Watcher`] connection's `PRAGMA data_version` changes whenever anyone commits, so a wait
 //! checks it every [`POLL_INTERVAL`] and only then reads rows. Neither the check nor the sleep
@@ -60,20 +60,48 @@ impl Poll {
     /// or a signal arrives, whichever comes first. Returns whether the database changed since
     /// the previous call (or since [`Poll::new`]).
     pub fn wait(&mut self, wait: Duration) -> Result<bool> {
+        let woke = self.wait_or(wait, |step| {
+            std::thread::sleep(step);
+            Ok(false)
+        })?;
+        Ok(woke == Woke::Changed)
+    }
+
+    /// Like [`Poll::wait`], but each step waits in `step` instead of sleeping: `step(d)` waits
+    /// at most `d` for something else (a key on a terminal, for `top`) and says whether it
+    /// came, which ends the wait too.
+    pub fn wait_or(
+        &mut self,
+        wait: Duration,
+        mut step: impl FnMut(Duration) -> Result<bool>,
+    ) -> Result<Woke> {
         let until = Instant::now() + wait;
         loop {
             let version = self.watcher.data_version()?;
             if version != self.version {
                 self.version = version;
-                return Ok(true);
+                return Ok(Woke::Changed);
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || self.stopped() {
-                return Ok(false);
+                return Ok(Woke::Elapsed);
             }
-            std::thread::sleep(left.min(POLL_INTERVAL));
+            if step(left.min(POLL_INTERVAL))? {
+                return Ok(Woke::Ready);
+            }
         }
     }
+}
+
+/// Why [`Poll::wait_or`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woke {
+    /// Someone committed.
+    Changed,
+    /// What `step` waited for came.
+    Ready,
+    /// The wait is over, or a signal arrived ([`Poll::stopped`] tells which).
+    Elapsed,
 }
 
 /// Whether the reader of stdout has gone (`poked history --follow | head -3` after `head`

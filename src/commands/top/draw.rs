@@ -1,0 +1,297 @@
+//! How `top` looks: a summary line, the agents in due order, the newest log rows, the status
+//! line and the keys; `enter` lays the agent's `show` text over them.
+//!
+//! Drawing reads nothing but the [`App`] and the time, except the caps of the rows on screen
+//! (read once, see [`App::show_rows`]). Only the rows on screen are built, so a redraw costs the
+//! same with a thousand agents as with ten. Without colour (`NO_COLOR`), only bold and reverse
+//! video remain.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, HighlightSpacing, Paragraph, Row, Table, TableState};
+
+use super::app::App;
+use crate::commands::output::{LOG_HEADER, LOG_RIGHT, countdown, log_cells, plural, whole_seconds};
+use poked::agent::{Agent, Freshness, State};
+use poked::clock::Millis;
+use poked::log::{LogRow, Outcome};
+use poked::units::{format_duration, format_time};
+
+/// What a frame is drawn with besides the app: the time, and whether colour is allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    pub now: Millis,
+    pub colour: bool,
+}
+
+impl View {
+    /// A style with this foreground colour, or none without colour.
+    fn fg(self, colour: Color) -> Style {
+        if self.colour {
+            Style::new().fg(colour)
+        } else {
+            Style::new()
+        }
+    }
+}
+
+/// The columns of the agents table; the numbers (interval, misses, cap) right-aligned.
+const AGENT_HEADER: [&str; 9] = [
+    "ID",
+    "STATE",
+    "NEXT DUE",
+    "FRESHNESS",
+    "INTERVAL",
+    "MISSES",
+    "HOLD",
+    "RUNG",
+    "CAP",
+];
+const AGENT_RIGHT: [usize; 3] = [4, 5, 8];
+
+/// The widest an id column grows before ids are cut.
+const ID_WIDTH: usize = 32;
+
+/// Draws the whole screen.
+pub fn render(frame: &mut Frame, app: &mut App, view: View) {
+    let area = frame.area();
+    let log_height = log_height(area.height, app.log.len());
+    let [summary, agents, log, status, keys] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(2),
+        Constraint::Length(log_height),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    app.show_rows(usize::from(agents.height.saturating_sub(1)), view.now);
+    frame.render_widget(summary_line(app, view), summary);
+    draw_agents(frame, agents, app, view);
+    draw_log(frame, log, &app.log, view);
+    let status_style = if app.status.error {
+        view.fg(Color::Red)
+    } else {
+        Style::new()
+    };
+    frame.render_widget(Line::styled(app.status.text.as_str(), status_style), status);
+    frame.render_widget(
+        Line::styled(
+            "↑↓/jk select  p pause/resume  r reset  a activity  enter details  q quit",
+            Style::new().add_modifier(Modifier::DIM),
+        ),
+        keys,
+    );
+    if let Some(shown) = &app.details {
+        let mut text = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = shown.print(&mut text, view.now);
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let popup = area.centered(Constraint::Percentage(90), Constraint::Percentage(80));
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(text)
+                .block(Block::bordered().title(format!(" {} (enter or esc closes) ", shown.agent.id))),
+            popup,
+        );
+    }
+}
+
+/// The log pane's height: its title, header and rows, up to two fifths of the screen.
+fn log_height(screen: u16, rows: usize) -> u16 {
+    let most = (screen.saturating_sub(3) * 2 / 5).max(3);
+    u16::try_from(rows.saturating_add(2))
+        .unwrap_or(u16::MAX)
+        .clamp(3, most)
+}
+
+/// `poked top  <now>  5 agents: 1 due, 2 waiting, 1 backing off, 1 paused  /path/poked.db`: the
+/// path last, where a narrow terminal cuts it.
+fn summary_line(app: &App, view: View) -> Line<'static> {
+    let count = |state: State| app.agents.iter().filter(|a| a.state(view.now) == state).count() as u64;
+    let states: Vec<String> = [State::Due, State::BackingOff, State::Waiting, State::Paused]
+        .into_iter()
+        .map(|s| (count(s), s))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, s)| format!("{n} {}", s.as_str()))
+        .collect();
+    let read_only = if app.store().is_read_only() {
+        "(read-only) "
+    } else {
+        ""
+    };
+    let agents = plural(app.agents.len() as u64, "agent", "agents");
+    let counts = if states.is_empty() {
+        agents
+    } else {
+        format!("{agents}: {}", states.join(", "))
+    };
+    Line::from(vec![
+        Span::styled("poked top", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            "  {}  {counts}  {read_only}{}",
+            // To the second: the view ticks once a second.
+            format_time(view.now - view.now.rem_euclid(1000)),
+            app.store().path().display(),
+        )),
+    ])
+}
+
+fn draw_agents(frame: &mut Frame, area: Rect, app: &App, view: View) {
+    if app.agents.is_empty() {
+        let hint = "no agents yet (add one with `poked add ID -- COMMAND...`)";
+        frame.render_widget(Paragraph::new(hint), area);
+        return;
+    }
+    let rows = usize::from(area.height.saturating_sub(1));
+    let end = (app.offset + rows).min(app.agents.len());
+    let cells: Vec<Vec<(String, Style)>> = app.agents[app.offset..end]
+        .iter()
+        .map(|agent| agent_cells(app, agent, view))
+        .collect();
+    let mut widths = column_widths(
+        &AGENT_HEADER,
+        cells.iter().map(|r| r.iter().map(|(t, _)| t.as_str())),
+    );
+    widths[0] = widths[0].min(ID_WIDTH);
+    let table = Table::new(
+        cells.into_iter().map(|row| styled_row(row, &AGENT_RIGHT)),
+        widths.iter().map(|&w| Constraint::Length(as_u16(w))),
+    )
+    .header(header_row(&AGENT_HEADER, &AGENT_RIGHT))
+    .column_spacing(2)
+    .highlight_symbol("> ")
+    .highlight_spacing(HighlightSpacing::Always)
+    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(Some(app.selected.saturating_sub(app.offset)));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// One agent's cells, each with its style.
+fn agent_cells(app: &App, agent: &Agent, view: View) -> Vec<(String, Style)> {
+    let now = view.now;
+    let state = agent.state(now);
+    let state_style = view.fg(match state {
+        State::Due => Color::Yellow,
+        State::BackingOff => Color::Magenta,
+        State::Waiting => Color::Green,
+        State::Paused => Color::DarkGray,
+    });
+    let freshness = agent.freshness(now);
+    let fresh_style = view.fg(match freshness {
+        Freshness::Fresh => Color::Green,
+        Freshness::Stale => Color::Yellow,
+        Freshness::VeryStale => Color::Red,
+    });
+    let due = agent
+        .next_due_at
+        .map_or_else(|| "-".to_string(), |at| countdown(at, now));
+    let hold = match agent.held_until_at {
+        Some(until) if agent.held(now) => format!("held {}", format_duration(whole_seconds(until - now))),
+        _ => String::new(),
+    };
+    let rungs = app.rungs(&agent.id);
+    let misses = agent.consecutive_misses;
+    let rung = rungs
+        .iter()
+        .find(|r| r.misses > misses)
+        .map_or_else(String::new, |r| format!("r{} in {}", r.misses, r.misses - misses));
+    let cap = match app.cap(&agent.id) {
+        Some(cap) if !rungs.is_empty() => format!("{}/{}", cap.count(now), cap.limit),
+        _ => String::new(),
+    };
+    let plain = Style::new();
+    vec![
+        (agent.id.to_string(), plain),
+        (state.as_str().to_string(), state_style),
+        (due, plain),
+        (freshness.as_str().to_string(), fresh_style),
+        (format_duration(agent.current_interval_ms), plain),
+        (misses.to_string(), plain),
+        (hold, view.fg(Color::Cyan)),
+        (rung, plain),
+        (cap, plain),
+    ]
+}
+
+/// The newest log rows that fit, newest last, with their outcomes coloured.
+fn draw_log(frame: &mut Frame, area: Rect, log: &[LogRow], view: View) {
+    let block = Block::new().borders(Borders::TOP).title(" log, newest last ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if log.is_empty() {
+        frame.render_widget(Paragraph::new("no log rows"), inner);
+        return;
+    }
+    let rows = usize::from(inner.height.saturating_sub(1));
+    let shown = &log[log.len().saturating_sub(rows)..];
+    let cells: Vec<Vec<(String, Style)>> = shown
+        .iter()
+        .map(|r| {
+            let outcome = view.fg(outcome_colour(r.outcome));
+            log_cells(r)
+                .into_iter()
+                .enumerate()
+                .map(|(i, text)| (text, if i == 5 { outcome } else { Style::new() }))
+                .collect()
+        })
+        .collect();
+    let widths = column_widths(
+        &LOG_HEADER,
+        cells.iter().map(|r| r.iter().map(|(t, _)| t.as_str())),
+    );
+    // The detail takes what is left, cut at the edge; the columns before it keep their widths.
+    let mut widths: Vec<Constraint> = widths.iter().map(|&w| Constraint::Length(as_u16(w))).collect();
+    if let Some(detail) = widths.last_mut() {
+        *detail = Constraint::Fill(1);
+    }
+    let table = Table::new(cells.into_iter().map(|row| styled_row(row, &LOG_RIGHT)), widths)
+        .header(header_row(&LOG_HEADER, &LOG_RIGHT))
+        .column_spacing(2);
+    frame.render_widget(table, inner);
+}
+
+fn outcome_colour(outcome: Option<Outcome>) -> Color {
+    match outcome {
+        Some(Outcome::Pending) => Color::Yellow,
+        Some(Outcome::Ok | Outcome::Sent) => Color::Green,
+        Some(Outcome::Held) => Color::Magenta,
+        Some(Outcome::Failed | Outcome::Timeout | Outcome::Error | Outcome::Interrupted) => Color::Red,
+        None => Color::Reset,
+    }
+}
+
+/// Each column as wide as its header or its widest cell.
+fn column_widths<'a>(
+    header: &[&str],
+    rows: impl Iterator<Item = impl Iterator<Item = &'a str>>,
+) -> Vec<usize> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+fn header_row(header: &[&'static str], right: &[usize]) -> Row<'static> {
+    let cells = header.iter().map(|h| (h.to_string(), Style::new())).collect();
+    styled_row(cells, right).style(Style::new().add_modifier(Modifier::BOLD))
+}
+
+fn styled_row(cells: Vec<(String, Style)>, right: &[usize]) -> Row<'static> {
+    Row::new(cells.into_iter().enumerate().map(|(i, (text, style))| {
+        let line = Line::styled(text, style);
+        Cell::from(if right.contains(&i) {
+            line.right_aligned()
+        } else {
+            line
+        })
+    }))
+}
+
+fn as_u16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
