@@ -142,7 +142,7 @@ impl Shown {
                 |argv| serde_json::to_string(argv).unwrap_or_default(),
             )
         };
-        vec![
+        let mut lines = vec![
             ("id", agent.id.to_string()),
             ("state", agent.state(now).as_str().to_string()),
             ("freshness", agent.freshness(now).as_str().to_string()),
@@ -177,13 +177,22 @@ impl Shown {
                     Some(_) => next_due(agent, now),
                 },
             ),
-            ("held until", hold(agent, now)),
             ("command", argv(&s.command, "none (pokes are only recorded)")),
             ("heartbeat file", heartbeat(agent)),
-            ("activity probe", probe(agent)),
-            ("gate", argv(&s.only_if, "none")),
-            ("ladder", ladder_text(&ladder.rungs, streak)),
-            (
+        ];
+        // What SPEC §7 adds is shown where the agent uses it, so a plain agent reads plainly.
+        if agent.held_until_at.is_some() {
+            lines.insert(10, ("held until", hold(agent, now)));
+        }
+        if s.activity_cmd.is_some() {
+            lines.push(("activity probe", probe(agent)));
+        }
+        if s.only_if.is_some() {
+            lines.push(("gate", argv(&s.only_if, "none")));
+        }
+        if !ladder.rungs.is_empty() || cap.count(now) > 0 {
+            lines.push(("ladder", ladder_text(&ladder.rungs, streak)));
+            lines.push((
                 "escalations",
                 format!(
                     "{} of {} in the last {}{}; grace {}",
@@ -196,9 +205,10 @@ impl Shown {
                     )),
                     format_duration(s.grace_ms)
                 ),
-            ),
-            ("created", format_time(agent.created_at)),
-        ]
+            ));
+        }
+        lines.push(("created", format_time(agent.created_at)));
+        lines
     }
 }
 
