@@ -15,6 +15,8 @@ use poked::backoff::Strategy;
 use poked::log::{Kind, Outcome};
 use poked::units;
 
+/// A crash-safe backoff scheduler that pokes long-running agents, with its state in one SQLite file
+///
 /// poked keeps a backoff schedule for long-running agents in one SQLite file and pokes each
 /// agent when it is due. An agent that ignores its pokes is poked less and less often; one that
 /// shows activity goes back to its base interval.
@@ -279,6 +281,16 @@ pub enum Command {
         NO_COLOR turns colours off. Writes need write access to the database."
     )]
     Top,
+
+    /// The state in the Prometheus text format: agents by state, per agent misses, intervals and
+    /// due times, pokes and escalations by outcome, the daemon's last pass
+    #[command(
+        after_help = "For node_exporter's textfile collector, write to a temporary file and rename it:\n  \
+        poked metrics > /var/lib/node_exporter/textfile/poked.prom.tmp && \\\n    \
+        mv /var/lib/node_exporter/textfile/poked.prom.tmp /var/lib/node_exporter/textfile/poked.prom\n\
+        `poked run --metrics-listen ADDR` serves the same at http://ADDR/metrics."
+    )]
+    Metrics,
 
     /// A 20-second demonstration on a temporary database: backoff and recovery at work
     Demo {

@@ -9,6 +9,7 @@ mod check;
 mod demo;
 mod explain;
 mod history;
+mod metrics;
 mod next;
 mod output;
 mod plan;
@@ -133,6 +134,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Explain { id, at, json } => explain::explain(&ctx, out, &id, at.as_deref(), json),
         Command::Plan { id, count, json } => plan::plan(&ctx, out, &id, usize::from(count), json),
         Command::Run(args) => run::run(&ctx, out, &args),
+        Command::Metrics => metrics::metrics(&ctx, out),
         Command::Demo { keep, duration } => demo::demo(&ctx, out, keep, duration),
         Command::Top => top::top(&ctx),
     }
