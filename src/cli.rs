@@ -5,6 +5,7 @@
 //! parsed by clap with the library's own parsers, so bad input is refused (exit 2, one line)
 //! before any file is opened.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -360,6 +361,10 @@ pub struct RunArgs {
     /// Prune log rows older than this, in small batches, about once an hour
     #[arg(long, value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub retain: Option<i64>,
+    /// Serve `poked metrics` at http://ADDR/metrics: IP:PORT, [IPv6]:PORT, localhost:PORT, or
+    /// :PORT for every interface
+    #[arg(long, value_name = "ADDR", value_parser = poked::daemon::endpoint::parse_address, conflicts_with = "once")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Options of `poked history`.
