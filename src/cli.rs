@@ -293,6 +293,25 @@ pub enum Command {
     )]
     Metrics,
 
+    /// Print a completion script for a shell
+    #[command(
+        after_help = "bash: poked completions bash > ~/.local/share/bash-completion/completions/poked\n\
+        zsh:  poked completions zsh > \"${fpath[1]}/_poked\"\n\
+        fish: poked completions fish > ~/.config/fish/completions/poked.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff): `poked man | man -l -`; `poked man run` for poked-run(1)
+    Man {
+        /// A command whose page to print instead of poked(1)
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
+
     /// A 20-second demonstration on a temporary database: backoff and recovery at work
     Demo {
         /// Keep the demonstration's database and print its path
