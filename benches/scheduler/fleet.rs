@@ -10,9 +10,9 @@ use std::io::Cursor;
 use std::path::Path;
 
 use poked::clock::Millis;
-use poked::transfer;
 use poked::random::FixedDraw;
 use poked::store::{Store, Synchronous};
+use poked::transfer;
 use poked::units::format_time;
 use rusqlite::{Connection, params};
 

@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use poked::transfer;
 use poked::store::Synchronous;
+use poked::transfer;
 
 use crate::common::{Bench, Compared, open_store, raw, rounds};
 use crate::due::DUE_AGENTS;
