@@ -26,6 +26,7 @@ mod pipes;
 mod soak;
 mod store;
 mod supervisor;
+mod systemd;
 mod timeline;
 mod tmux;
 mod top;
