@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, must, poked, tool, wait_for};
+use crate::common::{Env, must, output_within, poked, tool, wait_for};
 use crate::harness::{Daemon, PATIENCE};
 
 /// A series: its metric name and its labels.
@@ -706,16 +706,13 @@ fn every_name_the_alert_rules_use_is_one_poked_exports() {
         &["check", "rules", "poked.rules.yml"][..],
         &["test", "rules", "poked.rules.test.yml"],
     ] {
-        let out = std::process::Command::new(&promtool)
-            .args(args)
-            .current_dir(contrib)
-            .output()
-            .unwrap();
+        let mut promtool = std::process::Command::new(&promtool);
+        let out = output_within(promtool.args(args).current_dir(contrib), PATIENCE);
+        let said = [out.stdout, out.stderr].concat();
         assert!(
             out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "promtool {args:?}: {}",
+            String::from_utf8_lossy(&said)
         );
     }
 }

@@ -252,19 +252,24 @@ fn bad_systemd_variables_are_a_warning_once_and_the_daemon_runs_on() {
             "add", "beat", "--base", "200ms", "--max", "200ms", "--fresh", "0s",
         ],
     );
-    let pokes = |env: &Env| env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'");
+    // Runs a daemon with `vars` until it has poked five more times, and returns its log.
+    let log_of_five_pokes = |vars: &[(&str, &str)]| {
+        let pokes = || env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'");
+        let daemon = Daemon::start_with_env(&env.db, &[], vars);
+        let before = pokes();
+        assert!(
+            wait_for(PATIENCE, || pokes() >= before + 5),
+            "{}",
+            daemon.log_text()
+        );
+        let log = daemon.log_text();
+        daemon.stop().unwrap();
+        log
+    };
 
     // WATCHDOG_USEC=abc: no watchdog, one warning, and everything else as usual.
     let manager = Manager::bind(env.dir.path());
-    let daemon = Daemon::start_with_env(&env.db, &[], &[manager.env(), ("WATCHDOG_USEC", "abc")]);
-    let before = pokes(&env);
-    assert!(
-        wait_for(PATIENCE, || pokes(&env) >= before + 5),
-        "{}",
-        daemon.log_text()
-    );
-    let log = daemon.log_text();
-    daemon.stop().unwrap();
+    let log = log_of_five_pokes(&[manager.env(), ("WATCHDOG_USEC", "abc")]);
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WATCHDOG_USEC")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(
@@ -280,22 +285,10 @@ fn bad_systemd_variables_are_a_warning_once_and_the_daemon_runs_on() {
 
     // NOTIFY_SOCKET naming nothing, with pings due every 50 ms: one warning for them all.
     let nothing = env.dir.path().join("no-such.sock");
-    let daemon = Daemon::start_with_env(
-        &env.db,
-        &[],
-        &[
-            ("NOTIFY_SOCKET", nothing.to_str().unwrap()),
-            ("WATCHDOG_USEC", "100000"),
-        ],
-    );
-    let before = pokes(&env);
-    assert!(
-        wait_for(PATIENCE, || pokes(&env) >= before + 5),
-        "{}",
-        daemon.log_text()
-    );
-    let log = daemon.log_text();
-    daemon.stop().unwrap();
+    let log = log_of_five_pokes(&[
+        ("NOTIFY_SOCKET", nothing.to_str().unwrap()),
+        ("WATCHDOG_USEC", "100000"),
+    ]);
     let warnings = log
         .lines()
         .filter(|l| l.contains("cannot notify systemd"))
