@@ -7,7 +7,7 @@
 //! waited for, and a read never blocks poked's writers (WAL). A slow or silent client cannot
 //! hold it for long either: the request must arrive within [`REQUEST_TIME`] and the answer be
 //! taken within [`WRITE_TIME`], or the connection is dropped. Nothing it does can block the
-//! daemon's loop, which only asks it to stop (it looks every [`POLL`]).
+//! daemon's loop, which only asks it to stop (it looks five times a second).
 //!
 //! The address is bound by [`bind`] before the daemon recovers or pokes anything, so a port in
 //! use is an error at start-up, not a warning in the log.
