@@ -460,6 +460,41 @@ impl State {
     }
 }
 
+/// How many agents are in each [`State`] at one instant, and how many are held: the counts that
+/// `poked status`, `poked metrics` and the daemon's systemd status line all report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub total: usize,
+    pub due: usize,
+    pub backing_off: usize,
+    pub waiting: usize,
+    pub paused: usize,
+    /// Not paused, and kept from being due by a skip's or an escalation's hold (each of these is
+    /// also counted in its state).
+    pub held: usize,
+    /// Active less than `fresh` ago (also counted in its state).
+    pub fresh: usize,
+}
+
+impl StateCounts {
+    /// The counts of `agents` at `now`.
+    pub fn of<'a>(agents: impl IntoIterator<Item = &'a Agent>, now: Millis) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for agent in agents {
+            counts.total += 1;
+            match agent.state(now) {
+                State::Due => counts.due += 1,
+                State::BackingOff => counts.backing_off += 1,
+                State::Waiting => counts.waiting += 1,
+                State::Paused => counts.paused += 1,
+            }
+            counts.held += usize::from(!agent.paused && agent.held(now));
+            counts.fresh += usize::from(agent.freshness(now) == Freshness::Fresh);
+        }
+        counts
+    }
+}
+
 /// An agent with its escalation ladder: what `add`, `import` and `export` carry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRecord {

@@ -5,6 +5,7 @@
 //! parsed by clap with the library's own parsers, so bad input is refused (exit 2, one line)
 //! before any file is opened.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -15,6 +16,8 @@ use poked::backoff::Strategy;
 use poked::log::{Kind, Outcome};
 use poked::units;
 
+/// A crash-safe backoff scheduler that pokes long-running agents, with its state in one SQLite file
+///
 /// poked keeps a backoff schedule for long-running agents in one SQLite file and pokes each
 /// agent when it is due. An agent that ignores its pokes is poked less and less often; one that
 /// shows activity goes back to its base interval.
@@ -280,6 +283,35 @@ pub enum Command {
     )]
     Top,
 
+    /// The state in the Prometheus text format: agents by state, per agent misses, intervals and
+    /// due times, pokes and escalations by outcome, the daemon's last pass
+    #[command(
+        after_help = "For node_exporter's textfile collector, write to a temporary file and rename it:\n  \
+        poked metrics > /var/lib/node_exporter/textfile/poked.prom.tmp && \\\n    \
+        mv /var/lib/node_exporter/textfile/poked.prom.tmp /var/lib/node_exporter/textfile/poked.prom\n\
+        `poked run --metrics-listen ADDR` serves the same at http://ADDR/metrics."
+    )]
+    Metrics,
+
+    /// Print a completion script for a shell
+    #[command(
+        after_help = "bash: poked completions bash > ~/.local/share/bash-completion/completions/poked\n\
+        zsh:  poked completions zsh > \"${fpath[1]}/_poked\"\n\
+        fish: poked completions fish > ~/.config/fish/completions/poked.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff): `poked man | man -l -`; `poked man run` for poked-run(1)
+    Man {
+        /// A command whose page to print instead of poked(1)
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
+
     /// A 20-second demonstration on a temporary database: backoff and recovery at work
     Demo {
         /// Keep the demonstration's database and print its path
@@ -348,6 +380,10 @@ pub struct RunArgs {
     /// Prune log rows older than this, in small batches, about once an hour
     #[arg(long, value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub retain: Option<i64>,
+    /// Serve `poked metrics` at http://ADDR/metrics: IP:PORT, [IPv6]:PORT, localhost:PORT, or
+    /// :PORT for every interface
+    #[arg(long, value_name = "ADDR", value_parser = poked::daemon::endpoint::parse_address, conflicts_with = "once")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Options of `poked history`.

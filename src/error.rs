@@ -112,6 +112,14 @@ pub enum Error {
     #[error("another poked daemon (pid {pid}) already runs on {}", path.display())]
     DaemonRunning { path: PathBuf, pid: String },
 
+    /// The metrics address cannot be listened on (a port in use, an address of another machine).
+    #[error("cannot listen on {address} for metrics: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// `poked check` found broken rules (listed on stdout).
     #[error("check found {0} problem{s}", s = if *.0 == 1 { "" } else { "s" })]
     CheckFailed(usize),

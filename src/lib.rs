@@ -12,6 +12,7 @@
 //! - [`clock`] and [`random`]: the one clock and the one random draw, both fixable in tests;
 //! - [`daemon`]: the scheduling loop ([`daemon::serve`]) with signal handling the embedder opts
 //!   into, running commands, heartbeat files and probes;
+//! - [`metrics`]: the state in the Prometheus text format (`poked metrics`, `/metrics`);
 //! - [`transfer`]: agents as JSON lines (import and export);
 //! - [`units`]: durations and instants as text; [`error`]: the one error type.
 //!
@@ -39,6 +40,7 @@ pub mod clock;
 pub mod daemon;
 pub mod error;
 pub mod log;
+pub mod metrics;
 pub mod random;
 pub mod rules;
 pub mod store;

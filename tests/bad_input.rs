@@ -324,6 +324,13 @@ fn bad_durations_factors_and_fractions_are_refused_and_change_nothing() {
             "10 years",
         ),
         (&["frobnicate"], "frobnicate"),
+        (&["run", "--metrics-listen", "nonsense"], "nonsense"),
+        (&["run", "--metrics-listen", "127.0.0.1:99999"], "127.0.0.1:99999"),
+        (&["run", "--metrics-listen", "example.com:80"], "IP:PORT"),
+        (&["run", "--once", "--metrics-listen", "127.0.0.1:0"], "--once"),
+        (&["completions", "tcsh"], "tcsh"),
+        (&["completions"], "<SHELL>"),
+        (&["man", "frobnicate"], "frobnicate"),
     ] {
         refused_str(home, &env.db, args, 2, needle);
         cases += 1;
@@ -351,4 +358,19 @@ fn unknown_agents_and_taken_ids_are_refused_and_change_nothing() {
         refused_str(home, &env.db, args, code, needle);
     }
     assert_eq!(env.count("SELECT paused FROM agents WHERE id = 'a'"), 0);
+}
+
+/// A metrics address another process holds: one line, exit 1, before the daemon recovers or
+/// pokes anything: the database is not touched.
+#[test]
+fn a_metrics_port_in_use_is_refused_before_anything_is_poked() {
+    let env = Env::new();
+    let home = env.dir.path();
+    must(&env.db, &["add", "due-now", "--", "true"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let needle = format!("cannot listen on {address} for metrics: address already in use");
+    refused_str(home, &env.db, &["run", "--metrics-listen", &address], 1, &needle);
+    let pokes = "SELECT count(*) FROM poke_log WHERE kind = 'poke'";
+    assert_eq!(env.count(pokes), 0, "poked although it could not listen");
 }

@@ -327,3 +327,26 @@ impl Drop for Tmux {
         let _ = self.cmd().arg("kill-server").output();
     }
 }
+
+/// The path of `program` on `PATH`, if it is installed.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// A tool a test drives (`groff`, `promtool`): its path, or `None` after saying the test is
+/// skipped. Under CI (`CI` set) a missing tool is a failure: `.ci/run` installs `package`.
+pub fn tool(program: &str, package: &str) -> Option<PathBuf> {
+    let found = which(program);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is missing, and CI must run this test (.ci/run installs {package})"
+        );
+        eprintln!("skipped: {program} is not installed here (CI installs {package})");
+    }
+    found
+}

@@ -55,25 +55,44 @@ impl Daemon {
         Daemon::try_start_logging_in(db, args, folder)
     }
 
+    /// Like [`Daemon::start`], with these variables added to the daemon's environment.
+    pub fn start_with_env(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let folder = db.parent().expect("the database's folder");
+        let daemon = Daemon::spawn(db, args, env, folder).unwrap_or_else(|e| panic!("{e}"));
+        daemon.recorded(db).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Like [`Daemon::try_start`], with the log in `log_dir`.
     pub fn try_start_logging_in(db: &Path, args: &[&str], log_dir: &Path) -> Result<Daemon, String> {
+        Daemon::spawn(db, args, &[], log_dir)?.recorded(db)
+    }
+
+    /// Starts `poked run ARGS` on `db` with `env` added, its log in `log_dir`, and returns at
+    /// once (a test that watches the start itself).
+    pub fn spawn(db: &Path, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Result<Daemon, String> {
         let log = log_dir.join(format!("daemon-{}.log", DAEMONS.fetch_add(1, Ordering::SeqCst)));
         let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let child = poked(db)
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .map_err(|e| format!("cannot start poked run: {e}"))?;
-        let mut daemon = Daemon {
+        Ok(Daemon {
             child: Some(child),
             log,
-        };
+        })
+    }
+
+    /// This daemon, once it has recorded itself in the `daemon` table of `db`.
+    fn recorded(mut self, db: &Path) -> Result<Daemon, String> {
+        let daemon = &mut self;
         let pid = i64::from(daemon.pid());
         wait_for(PATIENCE, || recorded_daemon(db) == Some(pid) || !daemon.running());
         if recorded_daemon(db) == Some(pid) {
-            Ok(daemon)
+            Ok(self)
         } else {
             Err(format!(
                 "the daemon did not record itself within {PATIENCE:?}: {}",

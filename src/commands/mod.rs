@@ -8,7 +8,9 @@ mod agents;
 mod check;
 mod demo;
 mod explain;
+mod generate;
 mod history;
+mod metrics;
 mod next;
 mod output;
 mod plan;
@@ -96,6 +98,12 @@ impl Context {
 
 /// Runs the parsed command line, printing to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    // Text made from the command line's definitions needs no database, clock or environment.
+    match cli.command {
+        Some(Command::Completions { shell }) => return generate::completions(out, shell),
+        Some(Command::Man { command }) => return generate::man(out, command.as_deref()),
+        _ => {}
+    }
     let ctx = Context::from_cli(&cli)?;
     if cli.print_db {
         writeln!(out, "{}", ctx.db.display()).map_err(io_err)?;
@@ -133,6 +141,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Explain { id, at, json } => explain::explain(&ctx, out, &id, at.as_deref(), json),
         Command::Plan { id, count, json } => plan::plan(&ctx, out, &id, usize::from(count), json),
         Command::Run(args) => run::run(&ctx, out, &args),
+        Command::Metrics => metrics::metrics(&ctx, out),
+        Command::Completions { shell } => generate::completions(out, shell),
+        Command::Man { command } => generate::man(out, command.as_deref()),
         Command::Demo { keep, duration } => demo::demo(&ctx, out, keep, duration),
         Command::Top => top::top(&ctx),
     }

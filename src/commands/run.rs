@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use super::{Context, io_err};
 use crate::cli::RunArgs;
-use poked::daemon::{DaemonOptions, PassOptions, Shutdown, serve};
+use poked::daemon::{DaemonOptions, NotifyOptions, PassOptions, Shutdown, serve};
 use poked::error::Result;
 
-/// `poked run [--once] [--concurrency N] [--command-timeout D] [--retain D]`.
+/// `poked run [--once] [--concurrency N] [--command-timeout D] [--retain D] [--metrics-listen ADDR]`.
+///
+/// The systemd variables are read here, once; the library only takes options.
 pub fn run(ctx: &Context, out: &mut dyn Write, args: &RunArgs) -> Result<()> {
     let concurrency = u32::from(args.concurrency);
-    // One connection per worker and one for the loop (the watcher opens its own).
+    // One connection per worker and one for the loop (the watcher and the metrics endpoint
+    // open their own).
     let store = ctx.open_with(true, concurrency + 1)?;
     let options = DaemonOptions {
         pass: PassOptions {
@@ -21,6 +24,12 @@ pub fn run(ctx: &Context, out: &mut dyn Write, args: &RunArgs) -> Result<()> {
         },
         retain_ms: args.retain,
         once: args.once,
+        notify: if args.once {
+            NotifyOptions::default()
+        } else {
+            NotifyOptions::from_env()
+        },
+        metrics_listen: args.metrics_listen,
     };
     let shutdown = Shutdown::new();
     let _signals = shutdown.on_signals()?;

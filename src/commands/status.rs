@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::output::print_json;
 use super::{Context, io_err};
-use poked::agent::{Agent, Freshness, State};
+use poked::agent::StateCounts;
 use poked::clock::Millis;
 use poked::daemon::lock;
 use poked::error::Result;
@@ -28,13 +28,15 @@ pub fn status(ctx: &Context, out: &mut dyn Write, json: bool) -> Result<()> {
     let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
     let (file_bytes, wal_bytes) = (size(&ctx.db), size(&wal_path(&ctx.db)));
 
-    let count = |f: &dyn Fn(&Agent) -> bool| agents.iter().filter(|a| f(a)).count();
-    let due = count(&|a| a.state(now) == State::Due);
-    let backing_off = count(&|a| a.state(now) == State::BackingOff);
-    let waiting = count(&|a| a.state(now) == State::Waiting);
-    let paused = count(&|a| a.paused);
-    let fresh = count(&|a| a.freshness(now) == Freshness::Fresh);
-    let held = count(&|a| !a.paused && a.held(now));
+    let StateCounts {
+        due,
+        backing_off,
+        waiting,
+        paused,
+        held,
+        fresh,
+        ..
+    } = StateCounts::of(&agents, now);
 
     if json {
         return print_json(

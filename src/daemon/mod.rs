@@ -6,12 +6,15 @@
 //! agents whose probe or gate runs before the decision. [`command`] runs one command with
 //! process-group hygiene, [`heartbeat`] reads heartbeat files, [`probe`] reads what probes
 //! print, [`lock`] keeps one daemon per database file and [`recover`] cleans up after a daemon
-//! that died. [`watch`] is the waiting of the commands that follow the database
-//! (`history --follow`, `next --wait`).
+//! that died. [`notify`] speaks systemd's notify protocol and [`endpoint`] serves `/metrics`.
+//! [`watch`] is the waiting of the commands that follow the database (`history --follow`,
+//! `next --wait`).
 
 pub mod command;
+pub mod endpoint;
 pub mod heartbeat;
 pub mod lock;
+pub mod notify;
 pub mod pass;
 mod prepare;
 pub mod probe;
@@ -20,5 +23,6 @@ pub mod service;
 pub mod watch;
 
 pub use heartbeat::Heartbeats;
+pub use notify::{Notifier, NotifyOptions};
 pub use pass::{GROUP_COMMIT, PassOptions, PassReport, Scheduler, run_pass, with_scheduler};
 pub use service::{DaemonOptions, Shutdown, SignalGuard, serve};

@@ -6,7 +6,13 @@
 //! left `pending` ([`super::recover`]), moves stored instants that lie in the future back to now
 //! (each correction a logged transition, and never under a fixed clock), records itself in the
 //! `daemon` row, and then loops: one pass ([`Scheduler::pass`]) for everything due, then sleep
-//! until the earliest `next_due_at`. When [`Shutdown::stop`] is called (by SIGTERM or SIGINT,
+//! until the earliest `next_due_at`, or a minute at most: an idle daemon still refreshes its
+//! `last_pass_at`, so `poked status` and an alert on a stale last pass can tell it lives. With
+//! `--metrics-listen` the address is bound right after the lock, before anything is recovered
+//! or poked, and [`super::endpoint`] serves it from a thread of its own. Under systemd
+//! ([`DaemonOptions::notify`]) it says `READY=1` once it has recorded itself, keeps a one-line
+//! `STATUS=` current, pings the watchdog from the loop, and says `STOPPING=1` on the way out
+//! ([`super::notify`]). When [`Shutdown::stop`] is called (by SIGTERM or SIGINT,
 //! when the embedder opts into [`Shutdown::on_signals`]), it commits no further poke and starts
 //! no further command, even in the middle of a pass, waits for the commands in flight (each
 //! bounded by `--command-timeout`), records them, checkpoints the WAL and returns; a second stop
@@ -18,7 +24,8 @@
 //! daemon checks `PRAGMA data_version` on a connection of its own every 200 ms, a lookup of a
 //! few microseconds, so a new agent, an activity from another process or a hand edit in `sqlite3`
 //! wakes it within a second without any signal; nothing is polled beyond that and no pass runs
-//! unless something is due or changed. A wall clock that moves much further than the monotonic
+//! unless something is due or changed, or a minute went by. With a watchdog, the sleep also
+//! ends in time for each ping, which the loop sends itself. A wall clock that moves much further than the monotonic
 //! clock (suspend and resume, an NTP step) is logged once and the pass right after it records no
 //! misses, so a laptop lid does not turn into a miss for every agent. A wall clock set back is
 //! handled by moving future instants back to now.
@@ -30,6 +37,7 @@
 //! non-zero exit so its supervisor restarts it on a fresh connection. A transition is never
 //! assumed to have happened: each one is a transaction that either committed or did not.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,18 +45,18 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::notify::{Notifier, NotifyOptions};
 use super::pass::{PassOptions, PassReport, Scheduler, is_transient, run_pass, with_scheduler};
-use super::{lock, recover};
+use super::{endpoint, lock, recover};
+use crate::agent::StateCounts;
 use crate::clock::{Clock, Millis};
 use crate::error::{Error, Result};
 use crate::random::Draw;
 use crate::store::{Store, Watcher};
-use crate::units::format_duration;
+use crate::units::{format_duration, format_time};
 
 /// How often a sleeping daemon looks for changes and signals.
 const POLL: Duration = Duration::from_millis(200);
-/// The longest single sleep when nothing is due at all.
-const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// A difference between wall and monotonic time larger than this is a clock jump.
 const JUMP: i64 = 30_000;
 /// How far ahead of the daemon's `now` a stored instant may lie before it counts as written
@@ -59,8 +67,11 @@ const JUMP: i64 = 30_000;
 /// rows). It also delays every agent by as much after the clock is set back, so it is kept
 /// small: 250 ms is still far longer than any poked write holds the lock.
 const FUTURE_SLACK: i64 = 250;
-/// How often an idle daemon refreshes its `last_pass_at` and checkpoints the WAL.
+/// How often an idle daemon refreshes its `last_pass_at` and checkpoints the WAL: the longest
+/// sleep, even when nothing is due.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// The systemd status line is worked out at most this often (it reads every agent).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How often `--retain` prunes the log.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Log rows deleted per transaction by `--retain`.
@@ -77,6 +88,12 @@ pub struct DaemonOptions {
     pub retain_ms: Option<i64>,
     /// Do everything due now, wait for the outcomes, and return.
     pub once: bool,
+    /// Where to send systemd notifications, and the watchdog (default: none). Not with `once`.
+    pub notify: NotifyOptions,
+    /// Serve `/metrics` at this address ([`super::endpoint`]). It is bound before anything is
+    /// recovered or poked, so an address in use ends [`serve`] at once with
+    /// [`Error::Listen`]; the endpoint reads on a connection of its own. Not with `once`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How a running daemon is asked to stop. The first [`Shutdown::stop`] ends it after the
@@ -168,6 +185,10 @@ pub fn serve(
     shutdown: &Shutdown,
 ) -> Result<PassReport> {
     let _lock = lock::acquire(store.path())?;
+    let listener = match options.metrics_listen {
+        Some(address) if !options.once => Some(endpoint::bind(address)?),
+        _ => None,
+    };
     let recovered = recover::recover(store, options.pass.grace)?;
     if recovered > 0 {
         tracing::warn!(
@@ -183,30 +204,47 @@ pub fn serve(
     store.daemon_started(std::process::id(), env!("CARGO_PKG_VERSION"), clock.now())?;
     tracing::info!(db = %store.path().display(), pid = std::process::id(), "poked daemon started");
     let watcher = store.watcher()?;
-    let result = with_scheduler(store, clock, draw, &options.pass, stop, cancel, |scheduler| {
-        let mut daemon = Daemon {
-            store,
-            clock,
-            options,
-            watcher: &watcher,
-            stop,
-            total: PassReport::default(),
-            wall: clock.now(),
-            mono: Instant::now(),
-            last_record: None,
-            last_prune: None,
-            failing: None,
-            wal_looked: None,
-        };
-        scheduler.record_passes();
-        let result = daemon.run(scheduler);
-        if result.is_ok() && scheduler.in_flight() > 0 {
-            tracing::info!(
-                commands = scheduler.in_flight(),
-                "waiting for the commands in flight"
-            );
+    let mut notifier = Notifier::new(&options.notify);
+    let endpoint_stop = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        if let Some(listener) = listener {
+            let endpoint_stop = &endpoint_stop;
+            scope.spawn(move || endpoint::serve(listener, store, clock, endpoint_stop));
         }
-        result.map(|()| daemon.total)
+        notifier.ready();
+        let result = with_scheduler(store, clock, draw, &options.pass, stop, cancel, |scheduler| {
+            let mut daemon = Daemon {
+                store,
+                clock,
+                options,
+                watcher: &watcher,
+                stop,
+                notifier: &mut notifier,
+                total: PassReport::default(),
+                wall: clock.now(),
+                mono: Instant::now(),
+                last_record: None,
+                last_prune: None,
+                failing: None,
+                wal_looked: None,
+                unreported_pass: None,
+                status_at: None,
+            };
+            scheduler.record_passes();
+            let result = daemon.run(scheduler);
+            let in_flight = scheduler.in_flight();
+            if result.is_ok() && in_flight > 0 {
+                tracing::info!(commands = in_flight, "waiting for the commands in flight");
+            }
+            daemon.notifier.stopping(&match &result {
+                Ok(()) if in_flight > 0 => format!("stopping: waiting for {in_flight} commands in flight"),
+                Ok(()) => "stopping".to_string(),
+                Err(e) => format!("stopping on an error: {e}"),
+            });
+            result.map(|()| daemon.total)
+        });
+        endpoint_stop.store(true, Ordering::SeqCst);
+        result
     });
     if let Err(e) = store.checkpoint(true) {
         tracing::warn!(error = %e, "could not checkpoint the WAL on the way out");
@@ -244,6 +282,7 @@ struct Daemon<'a> {
     options: &'a DaemonOptions,
     watcher: &'a Watcher,
     stop: &'a AtomicBool,
+    notifier: &'a mut Notifier,
     total: PassReport,
     /// Wall and monotonic time at the previous pass, to notice clock jumps.
     wall: Millis,
@@ -254,11 +293,16 @@ struct Daemon<'a> {
     failing: Option<Duration>,
     /// When the size of the `-wal` was last looked at.
     wal_looked: Option<Instant>,
+    /// The time of the latest pass not yet in the systemd status line.
+    unreported_pass: Option<Millis>,
+    /// When the status line was last worked out.
+    status_at: Option<Instant>,
 }
 
 impl Daemon<'_> {
     fn run(&mut self, scheduler: &mut Scheduler<'_>) -> Result<()> {
         while !self.stop.load(Ordering::SeqCst) {
+            self.notifier.keep_alive();
             let version = self.watcher.data_version()?;
             let report = match self.step(scheduler) {
                 Ok(report) => report,
@@ -301,9 +345,9 @@ impl Daemon<'_> {
                 Some(at) if at <= self.clock.now() => Instant::now() + POLL,
                 Some(at) => {
                     let ms = u64::try_from(at.saturating_sub(self.clock.now())).unwrap_or(0);
-                    Instant::now() + Duration::from_millis(ms).min(MAX_SLEEP)
+                    Instant::now() + Duration::from_millis(ms).min(HOUSEKEEPING)
                 }
-                None => Instant::now() + MAX_SLEEP,
+                None => Instant::now() + HOUSEKEEPING,
             };
             self.sleep(scheduler, deadline, Some(seen))?;
         }
@@ -316,6 +360,7 @@ impl Daemon<'_> {
         let allow_misses = self.check_clock(now)?;
         let report = scheduler.pass(now, allow_misses)?;
         self.total.add(&report);
+        self.unreported_pass = Some(now);
         // The pass recorded its time in its own transaction; an idle daemon refreshes it (and
         // checkpoints the WAL) about once a minute.
         let idle_long = self.last_record.is_none_or(|at| at.elapsed() >= HOUSEKEEPING);
@@ -362,6 +407,8 @@ impl Daemon<'_> {
     /// recorded), or (with `seen`) a change to the database.
     fn sleep(&mut self, scheduler: &mut Scheduler<'_>, deadline: Instant, seen: Option<i64>) -> Result<()> {
         while !self.stop.load(Ordering::SeqCst) {
+            self.notifier.keep_alive();
+            self.report_status();
             if let Some(seen) = seen
                 && self.watcher.data_version()? != seen
             {
@@ -371,7 +418,10 @@ impl Daemon<'_> {
             if now >= deadline {
                 break;
             }
-            if scheduler.wait_for_done((now + POLL).min(deadline)) {
+            // Awake again in time for the next watchdog ping, if there is one.
+            let wake = (now + POLL).min(deadline);
+            let wake = self.notifier.next_ping().map_or(wake, |ping| wake.min(ping));
+            if scheduler.wait_for_done(wake) {
                 break;
             }
             self.keep_wal_bounded();
@@ -380,6 +430,40 @@ impl Daemon<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Sends systemd a new status line (agents due, backing off, held and paused; the last pass)
+    /// when a pass ran since the last one, at most every [`STATUS_EVERY`]; the notifier sends
+    /// it only if it changed.
+    fn report_status(&mut self) {
+        let Some(pass_at) = self.unreported_pass else {
+            return;
+        };
+        if !self.notifier.is_enabled() || self.status_at.is_some_and(|at| at.elapsed() < STATUS_EVERY) {
+            return;
+        }
+        let agents = match self.store.agents() {
+            Ok(agents) => agents,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the agents for the status line");
+                return;
+            }
+        };
+        let c = StateCounts::of(&agents, self.clock.now());
+        let line = format!(
+            "{} agent{}: {} due, {} backing off, {} held, {} paused; last pass {}",
+            c.total,
+            if c.total == 1 { "" } else { "s" },
+            c.due,
+            c.backing_off,
+            c.held,
+            c.paused,
+            // To the second: a line that changes at every pass would say nothing new.
+            format_time(pass_at - pass_at.rem_euclid(1000)),
+        );
+        self.notifier.status(&line);
+        self.unreported_pass = None;
+        self.status_at = Some(Instant::now());
     }
 
     /// Whether the wall clock moved more than [`JUMP`] away from the monotonic clock since the
