@@ -20,10 +20,12 @@ mod commands;
 mod common;
 mod daemon;
 mod due;
+mod explain;
 mod fleet;
 mod floor;
 mod history;
 mod import;
+mod metrics;
 mod migrate;
 mod pass;
 mod process;
@@ -68,6 +70,8 @@ const MEASUREMENTS: &[Measurement] = &[
     ),
     ("cli", &["cli_activity_over_sqlite3"], cli::run),
     ("migrate", &["migrate_10m_s"], migrate::run),
+    ("explain", &["explain_ms_100k"], explain::run),
+    ("metrics", &["metrics_scrape_ms_10k"], metrics::run),
 ];
 
 const USAGE: &str = "usage: cargo bench --bench scheduler -- [--quick] [--only NAME,...] [--write-chart]";
