@@ -55,7 +55,7 @@ fn is_id_char(c: char) -> bool {
 
 impl fmt::Display for AgentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -601,6 +601,8 @@ mod tests {
             assert!(AgentId::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(AgentId::parse(&"a".repeat(128)).is_ok());
+        // Tables and the demo pad ids to a width.
+        assert_eq!(format!("{:<7}|", AgentId::parse("eager").unwrap()), "eager  |");
     }
 
     #[test]
