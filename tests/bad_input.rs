@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{Env, must, output_within, poked, tree};
+use crate::common::{Env, assert_error, must, output_within, poked, tree};
 
 /// Runs poked with `args` in `home` (its working folder, `HOME` and `POKED_DB`'s folder) and
 /// checks a refusal: exit `code`, one line on stderr, `needle` in it, nothing on stdout, no
@@ -373,4 +373,21 @@ fn a_metrics_port_in_use_is_refused_before_anything_is_poked() {
     refused_str(home, &env.db, &["run", "--metrics-listen", &address], 1, &needle);
     let pokes = "SELECT count(*) FROM poke_log WHERE kind = 'poke'";
     assert_eq!(env.count(pokes), 0, "poked although it could not listen");
+}
+
+// Defects a review found (issue 9), each pinned by a test written before its fix.
+
+#[test]
+fn an_existing_id_has_one_exit_code_everywhere() {
+    let env = Env::new();
+    must(&env.db, &["add", "w"]);
+    let by_add = env.cmd().args(["add", "w"]).output().unwrap();
+    let by_import = env
+        .cmd()
+        .args(["import", "-"])
+        .write_stdin("{\"id\":\"w\"}\n")
+        .output()
+        .unwrap();
+    assert_error(&by_add, 1, "already exists");
+    assert_error(&by_import, 1, "already exists");
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, ms, wait_for};
+use crate::common::{Env, ms, must, wait_for};
 use crate::harness::{Auditor, inspect, poked_check, scalar};
 
 #[test]
@@ -276,4 +276,102 @@ fn clock_jumps_cause_no_burst_and_no_long_delay() {
         report.pokes, report.misses
     );
     eprintln!("clock jumps: (agent, first poke after +2h, first poke after -1 day): {delays:?}");
+}
+
+// Defects a review found (issue 9), each pinned by a test written before its fix.
+
+#[test]
+fn a_heartbeat_file_in_the_future_counts_once() {
+    let env = Env::new();
+    let hb = env.dir.path().join("hb");
+    std::fs::write(&hb, b"").unwrap();
+    let f = std::fs::File::options().write(true).open(&hb).unwrap();
+    // 2090-01-01
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(3_786_825_600))
+        .unwrap();
+    let hb_arg = hb.to_str().unwrap();
+    env.ok("2026-01-01T00:00:00Z", &["add", "w", "--heartbeat-file", hb_arg]);
+    for hour in 0..5 {
+        let now = format!("2026-01-01T0{hour}:00:00Z");
+        env.ok(&now, &["run", "--once"]);
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM poke_log WHERE kind = 'activity'"),
+        1,
+        "the same future modification time counted more than once"
+    );
+    // It counted as the first pass's now; the passes after it poke the agent.
+    assert_eq!(
+        env.count("SELECT count(*) FROM poke_log WHERE kind = 'activity' AND at = 1767225600000"),
+        1
+    );
+    assert!(env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'") >= 4);
+}
+
+#[test]
+fn a_fixed_clock_never_rewrites_stored_times() {
+    let env = Env::new();
+    must(&env.db, &["add", "w"]);
+    env.sql()
+        .execute_batch("UPDATE agents SET last_activity_at = created_at")
+        .unwrap();
+    let before: (i64, i64) = env
+        .sql()
+        .query_row("SELECT created_at, last_activity_at FROM agents", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    env.ok("2025-06-01T00:00:00Z", &["run", "--once"]);
+    let after: (i64, i64) = env
+        .sql()
+        .query_row("SELECT created_at, last_activity_at FROM agents", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(before, after, "POKED_NOW rewrote stored instants");
+    assert_eq!(
+        env.count("SELECT count(*) FROM poke_log WHERE kind = 'updated'"),
+        0
+    );
+}
+
+#[test]
+fn instants_in_the_future_are_corrected_with_a_logged_transition() {
+    let env = Env::new();
+    must(&env.db, &["add", "w"]);
+    // A pass ran while the clock was a day ahead; then the clock was set back.
+    let created: i64 = env
+        .sql()
+        .query_row("SELECT created_at FROM agents", [], |r| r.get(0))
+        .unwrap();
+    let ahead = poked::units::format_time(created + 86_400_000);
+    env.ok(&ahead, &["run", "--once"]);
+    env.ok(&ahead, &["pause", "w"]);
+    let out = env.cmd().args(["run", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (poke, _): (i64, i64) = env
+        .sql()
+        .query_row("SELECT last_poke_at, created_at FROM agents", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(
+        poke < created + 86_400_000,
+        "the future last poke was not corrected"
+    );
+    let detail: String = env
+        .sql()
+        .query_row(
+            "SELECT detail FROM poke_log WHERE kind = 'updated' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a logged correction");
+    assert!(detail.contains("last_poke_at"), "{detail}");
+    let check = env.cmd().arg("check").output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }

@@ -2,9 +2,12 @@
 //! database, signals, command hygiene, its status record, heartbeat files, `--retain`. (Its
 //! crashes are in crashes.rs, concurrent writers in contention.rs.)
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, wait_for};
+use crate::common::{Env, assert_error, must, wait_for};
 use crate::harness::Daemon;
 
 fn pokes(env: &Env, agent: &str) -> i64 {
@@ -398,4 +401,239 @@ fn chrono_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     poked::units::format_time(now.as_millis() as i64)
+}
+
+// Defects a review found (issue 9), each pinned by a test written before its fix.
+
+/// `poked run --db PATH` with no fixed time, its stderr kept.
+fn run_at(env: &Env, db: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(assert_cmd::cargo::cargo_bin!("poked"))
+        .current_dir(cwd)
+        .env_remove("POKED_DB")
+        .env_remove("POKED_NOW")
+        .env("NO_COLOR", "1")
+        .arg("--db")
+        .arg(db)
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run poked for {}: {e}", env.db.display()))
+}
+
+#[test]
+fn one_daemon_per_file_whatever_path_reaches_it() {
+    let env = Env::new();
+    let started = env.dir.path().join("started");
+    let script = format!("touch {}; sleep 3", started.display());
+    must(&env.db, &["add", "slow", "--", "sh", "-c", &script]);
+    let first = Daemon::start(&env.db, &[]);
+    assert!(
+        wait_for(Duration::from_secs(10), || started.exists()),
+        "the first daemon's poke did not start: {}",
+        first.log_text()
+    );
+    let pid = first.pid().to_string();
+    let dir = env.dir.path();
+    let link = dir.join("link.db");
+    std::os::unix::fs::symlink(&env.db, &link).unwrap();
+    let hard = dir.join("hard.db");
+    std::fs::hard_link(&env.db, &hard).unwrap();
+    let relative = Path::new("poked.db");
+    for (what, db) in [
+        ("a symlink", link.as_path()),
+        ("a relative path", relative),
+        ("a hard link", &hard),
+    ] {
+        let out = run_at(&env, db, dir, &["--once"]);
+        assert_error(&out, 1, &pid);
+        assert_eq!(
+            env.count("SELECT count(*) FROM poke_log WHERE outcome = 'interrupted'"),
+            0,
+            "a second daemon through {what} touched the first one's poke"
+        );
+    }
+    // A bind mount reaches the same file through another mount point (needs root).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mount = dir.join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        let poked = assert_cmd::cargo::cargo_bin!("poked");
+        let script = format!(
+            "mount --bind {dir} {mnt} && exec {poked} --db {mnt}/poked.db run --once",
+            dir = dir.display(),
+            mnt = mount.display(),
+            poked = poked.display()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .env("NO_COLOR", "1")
+            .env_remove("POKED_DB")
+            .output()
+            .unwrap();
+        assert_error(&out, 1, &pid);
+    } else {
+        eprintln!("not root: the bind-mount case is not tried");
+    }
+    // The first daemon still records its poke's outcome.
+    assert!(
+        wait_for(Duration::from_secs(15), || env.count(
+            "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND outcome = 'ok'"
+        ) == 1),
+        "the first daemon's poke did not record its outcome: {}",
+        first.log_text()
+    );
+}
+
+/// Twenty agents whose command records its start and then sleeps; a signal after the first
+/// commands start must stop the pass: no more pokes committed, no command started.
+fn signal_mid_pass(args: &[&str], signals: usize) {
+    let env = Env::new();
+    let starts = env.dir.path().join("starts");
+    std::fs::create_dir(&starts).unwrap();
+    for i in 0..20 {
+        let script = format!("touch {}/$POKED_AGENT; sleep 2", starts.display());
+        must(&env.db, &["add", &format!("a{i:02}"), "--", "sh", "-c", &script]);
+    }
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
+        .env("POKED_DB", &env.db)
+        .env_remove("POKED_NOW")
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .args(args)
+        .args(["--concurrency", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = || std::fs::read_dir(&starts).unwrap().count();
+    assert!(wait_for(Duration::from_secs(10), || started() >= 1));
+    for _ in 0..signals {
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ok = wait_for(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
+    if !ok {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(ok, "poked run {args:?} did not stop: {stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let pokes = env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'");
+    assert!(
+        pokes <= 2,
+        "{pokes} pokes committed after the signal (concurrency 2): {stderr}"
+    );
+    assert_eq!(
+        pokes as usize,
+        started(),
+        "every committed poke's command ran, and no other: {stderr}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
+        0,
+        "in-flight pokes are recorded"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM agents WHERE last_poke_at IS NOT NULL"),
+        pokes,
+        "an agent whose poke was not sent kept its schedule"
+    );
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_once_pass_starts_nothing_more() {
+    signal_mid_pass(&["--once"], 1);
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_daemon_pass_starts_nothing_more() {
+    signal_mid_pass(&[], 1);
+}
+
+#[test]
+fn two_signals_in_the_middle_of_a_pass_commit_no_poke_that_never_ran() {
+    signal_mid_pass(&["--once"], 2);
+}
+
+#[test]
+fn an_outcome_that_cannot_be_written_for_a_while_is_retried_until_recorded() {
+    let env = Env::new();
+    let ran = env.dir.path().join("ran");
+    let script = format!("echo x >> {}", ran.display());
+    add(
+        &env,
+        &[
+            "w",
+            "--base",
+            "1s",
+            "--fresh",
+            "0s",
+            "--very-stale",
+            "0s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    // A trigger that refuses outcome updates while `hold_outcomes` has a row.
+    env.sql()
+        .execute_batch(
+            "CREATE TABLE hold_outcomes (x); INSERT INTO hold_outcomes VALUES (1);
+             CREATE TRIGGER hold BEFORE UPDATE OF outcome ON poke_log
+             WHEN EXISTS (SELECT 1 FROM hold_outcomes)
+             BEGIN SELECT RAISE(ABORT, 'outcomes held by the test'); END;",
+        )
+        .unwrap();
+    let daemon = Daemon::start(&env.db, &[]);
+    assert!(wait_for(Duration::from_secs(10), || ran.exists()));
+    // The outcome cannot be written: the daemon says so (once) and keeps trying.
+    assert!(
+        wait_for(Duration::from_secs(10), || daemon.log_text().contains("outcome")),
+        "{}",
+        daemon.log_text()
+    );
+    env.sql().execute_batch("DELETE FROM hold_outcomes").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || env.count(
+            "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND outcome = 'ok'"
+        ) >= 2),
+        "the outcome was not retried, or the agent was not poked again: {}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM poke_log WHERE outcome = 'pending' AND id < (SELECT max(id) FROM poke_log)"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_command_gets_the_database_path_byte_for_byte() {
+    let env = Env::new();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.db");
+    let db = env.dir.path().join(name);
+    let seen = env.dir.path().join("seen");
+    let script = format!("printf %s \"$POKED_DB\" > {}", seen.display());
+    let out = env
+        .cmd()
+        .env("POKED_DB", &db)
+        .args(["add", "w", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .cmd()
+        .env("POKED_DB", &db)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&seen).unwrap(), db.as_os_str().as_bytes());
 }

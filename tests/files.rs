@@ -317,3 +317,55 @@ fn a_database_owned_by_another_user_is_refused_untouched() {
         "another user's attempt changed the folder"
     );
 }
+
+// Defects a review found (issue 9), each pinned by a test written before its fix.
+
+#[test]
+fn read_commands_work_on_a_read_only_database() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: a read-only bind mount cannot be made; skipped");
+        return;
+    }
+    let env = Env::new();
+    env.ok("2026-01-01T00:00:00Z", &["add", "w"]);
+    env.ok("2026-01-01T00:00:00Z", &["run", "--once"]);
+    let dir = env.dir.path();
+    let ro = dir.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let poked = assert_cmd::cargo::cargo_bin!("poked");
+    let before = env.fingerprint();
+    for (args, want) in [
+        ("list", Some(0)),
+        ("show w", Some(0)),
+        ("history", Some(0)),
+        ("stats", Some(0)),
+        ("status", Some(0)),
+        ("check", Some(0)),
+        ("activity w", Some(1)),
+    ] {
+        let script = format!(
+            "mount --bind -o ro {dir} {ro} && exec {poked} --db {ro}/poked.db {args}",
+            dir = dir.display(),
+            ro = ro.display(),
+            poked = poked.display()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .env("NO_COLOR", "1")
+            .env("POKED_NOW", "2026-01-01T00:01:00Z")
+            .env_remove("POKED_DB")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), want, "{args}: {stderr}");
+        if want == Some(1) {
+            assert_error(&out, 1, "read-only");
+        }
+    }
+    assert_eq!(
+        env.fingerprint(),
+        before,
+        "a read command on a read-only file changed it"
+    );
+}

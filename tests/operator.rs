@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use poked::store::{HistoryFilter, OpenOptions, Store};
 use serde_json::Value;
 
-use crate::common::{Env, assert_error, ms};
+use crate::common::{Env, assert_error, ms, must};
 
 const T: &str = "2026-01-01T00:00:00Z";
 
@@ -1081,4 +1081,51 @@ fn check_and_prune_during_writes_report_no_false_breach() {
         );
     }
     assert!(env.ok("2026-01-02T00:00:00Z", &["check"]).starts_with("ok:"));
+}
+
+// Defects a review found (issue 9), each pinned by a test written before its fix.
+
+#[test]
+fn check_compares_last_poke_last_activity_and_paused_with_the_log() {
+    for (edit, rule) in [
+        (
+            "UPDATE agents SET last_poke_at = last_poke_at - 1000",
+            "last_poke_matches_log",
+        ),
+        (
+            "UPDATE agents SET last_activity_at = 1",
+            "last_activity_matches_log",
+        ),
+        ("UPDATE agents SET paused = 1", "paused_matches_log"),
+    ] {
+        let env = Env::new();
+        env.ok("2026-01-01T00:00:00Z", &["add", "w"]);
+        env.ok("2026-01-01T00:00:00Z", &["run", "--once"]);
+        env.ok("2026-01-01T00:01:00Z", &["activity", "w"]);
+        env.ok("2026-01-01T00:02:00Z", &["check"]);
+        env.sql().execute_batch(edit).unwrap();
+        let out = env.at("2026-01-01T00:02:00Z", &["check"]);
+        assert_eq!(out.status.code(), Some(1), "{edit}: check passed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(rule), "{edit}: {stdout}");
+    }
+}
+
+#[test]
+fn set_raises_max_and_very_stale_as_add_does() {
+    let env = Env::new();
+    must(&env.db, &["add", "w"]);
+    let out = env
+        .cmd()
+        .args(["set", "w", "--base", "40m", "--fresh", "20m"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (max, very_stale): (i64, i64) = env
+        .sql()
+        .query_row("SELECT max_interval_ms, very_stale_ms FROM agents", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((max, very_stale), (40 * 60_000, 20 * 60_000));
 }

@@ -15,7 +15,6 @@ mod common;
 mod contention;
 mod crashes;
 mod daemon;
-mod defects;
 mod disk;
 mod explain;
 mod files;

@@ -120,10 +120,11 @@ pub fn explain(ctx: &Context, out: &mut dyn Write, id: &str, at: Option<&str>, j
         ),
         _ => "none (never active)".into(),
     };
-    let h_text = terms.h.map_or_else(
-        || "none (not held)".to_string(),
-        |h| format!("{} (set by a skip or an escalation's grace)", format_time(h)),
-    );
+    let h_text = match terms.h {
+        None => "none (not held)".to_string(),
+        Some(h) if h <= at => format!("{} (over)", format_time(h)),
+        Some(h) => format!("{} (set by a skip or an escalation's grace)", format_time(h)),
+    };
     let winner_text = match winner {
         Term::P => "P: the wait since the last poke",
         Term::A => "A: the agent is fresh until then",
