@@ -608,77 +608,25 @@ mod tests {
     #[test]
     fn settings_rules_hold() {
         assert!(Settings::default().validate().is_ok());
+        let with = |change: fn(&mut Settings)| {
+            let mut settings = Settings::default();
+            change(&mut settings);
+            settings
+        };
         let cases: Vec<(&str, Settings)> = vec![
-            (
-                "zero base",
-                Settings {
-                    base_interval_ms: 0,
-                    ..Settings::default()
-                },
-            ),
-            (
-                "max < base",
-                Settings {
-                    max_interval_ms: 1000,
-                    ..Settings::default()
-                },
-            ),
-            (
-                "nan factor",
-                Settings {
-                    factor: f64::NAN,
-                    ..Settings::default()
-                },
-            ),
-            (
-                "inf factor",
-                Settings {
-                    factor: f64::INFINITY,
-                    ..Settings::default()
-                },
-            ),
-            (
-                "factor < 1",
-                Settings {
-                    factor: 0.5,
-                    ..Settings::default()
-                },
-            ),
-            (
-                "jitter > 1",
-                Settings {
-                    jitter: 1.5,
-                    ..Settings::default()
-                },
-            ),
-            (
-                "jitter nan",
-                Settings {
-                    jitter: f64::NAN,
-                    ..Settings::default()
-                },
-            ),
-            (
-                "fresh > very stale",
-                Settings {
-                    fresh_ms: 20 * 60_000,
-                    ..Settings::default()
-                },
-            ),
+            ("zero base", with(|s| s.base_interval_ms = 0)),
+            ("max < base", with(|s| s.max_interval_ms = 1000)),
+            ("nan factor", with(|s| s.factor = f64::NAN)),
+            ("inf factor", with(|s| s.factor = f64::INFINITY)),
+            ("factor < 1", with(|s| s.factor = 0.5)),
+            ("jitter > 1", with(|s| s.jitter = 1.5)),
+            ("jitter nan", with(|s| s.jitter = f64::NAN)),
+            ("fresh > very stale", with(|s| s.fresh_ms = 20 * 60_000)),
             (
                 "relative heartbeat",
-                Settings {
-                    heartbeat_file: Some("hb".into()),
-                    ..Settings::default()
-                },
+                with(|s| s.heartbeat_file = Some("hb".into())),
             ),
-            (
-                "empty command",
-                Settings {
-                    command: Some(vec![]),
-                    ..Settings::default()
-                },
-            ),
+            ("empty command", with(|s| s.command = Some(vec![]))),
         ];
         for (name, settings) in cases {
             let err = settings.validate().expect_err(name);

@@ -42,32 +42,17 @@ use common::{Bench, Sizes};
 type Measurement = (&'static str, &'static [&'static str], fn(&mut Bench));
 
 /// Every measurement in the order they run; the JSON keys follow the same order.
+#[rustfmt::skip]
 const MEASUREMENTS: &[Measurement] = &[
-    (
-        "transitions",
-        &["transition_ratio_full", "transition_ratio_normal"],
-        transitions::run,
-    ),
-    (
-        "pass",
-        &["pass_over_tx_floor_full", "pass_over_batch_floor_full"],
-        pass::run,
-    ),
+    ("transitions", &["transition_ratio_full", "transition_ratio_normal"], transitions::run),
+    ("pass", &["pass_over_tx_floor_full", "pass_over_batch_floor_full"], pass::run),
     ("import", &["import_ratio"], import::run),
     ("due", &["due_query_scaling"], due::run),
     ("history", &["history_scaling"], history::run),
     ("rss", &["idle_rss_mb_1m"], rss::run),
-    (
-        "daemon",
-        &["daemon_pokes_per_s", "daemon_over_tx_floor"],
-        daemon::run,
-    ),
+    ("daemon", &["daemon_pokes_per_s", "daemon_over_tx_floor"], daemon::run),
     ("commands", &["command_pokes_over_spawn_floor"], commands::run),
-    (
-        "catchup",
-        &["catchup_100k_s", "catchup_over_tx_floor"],
-        catchup::run,
-    ),
+    ("catchup", &["catchup_100k_s", "catchup_over_tx_floor"], catchup::run),
     ("cli", &["cli_activity_over_sqlite3"], cli::run),
     ("migrate", &["migrate_10m_s"], migrate::run),
     ("explain", &["explain_ms_100k"], explain::run),

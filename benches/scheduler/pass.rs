@@ -1,4 +1,4 @@
-//! One scheduling pass (`poked::daemon::run_pass`) over due command-less agents, each getting a
+//! One scheduling pass (`poked::daemon::Scheduler::run_once`) over due command-less agents, each getting a
 //! miss and a poke, against two floors measured in the same rounds:
 //!
 //! - `pass_over_tx_floor_full`: agents per second over the transaction floor's transactions per
@@ -13,8 +13,8 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use poked::clock::FixedClock;
-use poked::daemon::{PassOptions, run_pass};
+use poked::clock::{Clock, FixedClock};
+use poked::daemon::{PassOptions, with_scheduler};
 use poked::random::FixedDraw;
 use poked::store::Synchronous;
 
@@ -35,7 +35,10 @@ pub fn run(bench: &mut Bench) {
         // Each round 49 hours later: every agent is due again (the interval is at most 2 days).
         let clock = FixedClock::new(t0 + (round as i64) * 49 * HOUR);
         let start = Instant::now();
-        let report = run_pass(&store, &clock, &draw, &options, &cancel, &cancel).expect("pass");
+        let report = with_scheduler(&store, &clock, &draw, &options, &cancel, &cancel, |s| {
+            s.run_once(clock.now())
+        })
+        .expect("pass");
         let took = start.elapsed();
         assert_eq!(
             (report.pokes, report.misses),

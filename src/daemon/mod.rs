@@ -24,5 +24,5 @@ pub mod watch;
 
 pub use heartbeat::Heartbeats;
 pub use notify::{Notifier, NotifyOptions};
-pub use pass::{GROUP_COMMIT, PassOptions, PassReport, Scheduler, run_pass, with_scheduler};
+pub use pass::{GROUP_COMMIT, PassOptions, PassReport, Scheduler, with_scheduler};
 pub use service::{DaemonOptions, Shutdown, SignalGuard, serve};

@@ -223,6 +223,29 @@ pub fn with_scheduler<T>(
 }
 
 impl Scheduler<'_> {
+    /// Does everything due at `now` and waits for the outcomes (`poked run --once`). A stop
+    /// (SIGTERM or SIGINT) ends it early: nothing more is committed or started, and what runs
+    /// is recorded.
+    pub fn run_once(&mut self, now: Millis) -> Result<PassReport> {
+        let mut total = PassReport::default();
+        loop {
+            let report = self.pass(now, true)?;
+            total.add(&report);
+            if self.stop.load(Ordering::SeqCst) || !report.deferred {
+                break;
+            }
+            if report.pokes == 0 && !self.wait_for_done(Instant::now() + Duration::from_secs(3600)) {
+                break;
+            }
+        }
+        // The prepared agents' transitions are committed by the workers: wait for them.
+        while self.in_flight() > self.unrecorded.len() {
+            self.wait_for_done(Instant::now() + Duration::from_secs(3600));
+        }
+        total.add(self.worker_report());
+        Ok(total)
+    }
+
     /// One pass at `now` (see the module docs), without waiting for commands. With
     /// `allow_misses` false (the first pass after a wall-clock jump) no miss is recorded.
     pub fn pass(&mut self, now: Millis, allow_misses: bool) -> Result<PassReport> {
@@ -561,36 +584,4 @@ pub(super) fn log_sent(poke: &Started) {
 /// Errors that may go away on their own: a busy lock, a full disk, a read-only file.
 pub fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Busy(_) | Error::DiskFull(_) | Error::ReadOnly { .. })
-}
-
-/// Does everything due now and waits for the outcomes (`poked run --once`). `stop` (SIGTERM or
-/// SIGINT) ends it early: nothing more is committed or started, and what runs is recorded.
-pub fn run_pass(
-    store: &Store,
-    clock: &dyn Clock,
-    draw: &dyn Draw,
-    options: &PassOptions,
-    stop: &AtomicBool,
-    cancel: &AtomicBool,
-) -> Result<PassReport> {
-    let now = clock.now();
-    with_scheduler(store, clock, draw, options, stop, cancel, |scheduler| {
-        let mut total = PassReport::default();
-        loop {
-            let report = scheduler.pass(now, true)?;
-            total.add(&report);
-            if stop.load(Ordering::SeqCst) || !report.deferred {
-                break;
-            }
-            if report.pokes == 0 && !scheduler.wait_for_done(Instant::now() + Duration::from_secs(3600)) {
-                break;
-            }
-        }
-        // The prepared agents' transitions are committed by the workers: wait for them.
-        while scheduler.in_flight() > scheduler.unrecorded.len() {
-            scheduler.wait_for_done(Instant::now() + Duration::from_secs(3600));
-        }
-        total.add(scheduler.worker_report());
-        Ok(total)
-    })
 }

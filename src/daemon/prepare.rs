@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::command::run_command;
+use super::command::{CommandResult, run_command};
 use super::heartbeat::Heartbeats;
 use super::pass::{Done, PassOptions, PassReport, carry_out, command_env, finished, log_sent};
 use super::probe::{ProbeHealth, parse_instant};
@@ -200,16 +200,21 @@ fn begin(
     Ok(Some(poke))
 }
 
-/// Runs the probe; its instant, or `None` (logged when it starts failing).
-fn run_probe(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> Option<Millis> {
-    let result = run_command(
+/// Runs a probe or a gate: the agent's environment, the command timeout, output kept whole.
+fn run_check(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> CommandResult {
+    run_command(
         argv,
         &command_env(shared.store, agent, None),
         shared.options.command_timeout,
         shared.options.grace,
         shared.cancel,
         &mut |_| {},
-    );
+    )
+}
+
+/// Runs the probe; its instant, or `None` (logged when it starts failing).
+fn run_probe(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> Option<Millis> {
+    let result = run_check(shared, agent, argv);
     let value = match result.outcome {
         Outcome::Ok => parse_instant(&result.stdout),
         _ => Err(format!(
@@ -232,14 +237,7 @@ fn run_probe(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> Option<Mill
 
 /// Runs the gate and says what it means (SPEC §7.2).
 fn run_gate(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> Gate {
-    let result = run_command(
-        argv,
-        &command_env(shared.store, agent, None),
-        shared.options.command_timeout,
-        shared.options.grace,
-        shared.cancel,
-        &mut |_| {},
-    );
+    let result = run_check(shared, agent, argv);
     match (result.outcome, result.exit_code) {
         (Outcome::Ok, _) => Gate::Open,
         (Outcome::Failed, Some(1..=254)) => Gate::Skip(finished(0, &result)),

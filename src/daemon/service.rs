@@ -46,7 +46,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::notify::{Notifier, NotifyOptions};
-use super::pass::{PassOptions, PassReport, Scheduler, is_transient, run_pass, with_scheduler};
+use super::pass::{PassOptions, PassReport, Scheduler, is_transient, with_scheduler};
 use super::{endpoint, lock, recover};
 use crate::agent::StateCounts;
 use crate::clock::{Clock, Millis};
@@ -199,7 +199,10 @@ pub fn serve(
     correct_future(store, clock, clock.now())?;
     let (stop, cancel) = (&*shutdown.stop, &*shutdown.cancel);
     if options.once {
-        return run_pass(store, clock, draw, &options.pass, stop, cancel);
+        let now = clock.now();
+        return with_scheduler(store, clock, draw, &options.pass, stop, cancel, |s| {
+            s.run_once(now)
+        });
     }
     store.daemon_started(std::process::id(), env!("CARGO_PKG_VERSION"), clock.now())?;
     tracing::info!(db = %store.path().display(), pid = std::process::id(), "poked daemon started");

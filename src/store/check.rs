@@ -157,16 +157,7 @@ fn ranges(conn: &Connection, out: &mut Vec<Breach>) -> Result<()> {
         "SELECT id, current_interval_ms, base_interval_ms, max_interval_ms, wait_ms, consecutive_misses
          FROM agents ORDER BY id",
     )?;
-    let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-            row.get::<_, i64>(3)?,
-            row.get::<_, i64>(4)?,
-            row.get::<_, i64>(5)?,
-        ))
-    })?;
+    let rows = stmt.query_map([], |row| <(String, i64, i64, i64, i64, i64)>::try_from(row))?;
     for row in rows {
         let (id, interval, base, max, wait, misses) = row?;
         if !(base..=max).contains(&interval) {
@@ -213,15 +204,7 @@ fn misses_against_log(conn: &Connection, out: &mut Vec<Breach>) -> Result<()> {
              WHERE l.agent_id = a.id AND l.kind IN ('activity', 'reset', 'added'))
          ORDER BY a.id",
     )?;
-    let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-            row.get::<_, String>(3)?,
-            row.get::<_, i64>(4)?,
-        ))
-    })?;
+    let rows = stmt.query_map([], |row| <(String, i64, i64, String, i64)>::try_from(row))?;
     for row in rows {
         let (id, misses, anchor, kind, logged) = row?;
         if misses != logged {
@@ -250,15 +233,7 @@ fn newest_row_against_state(conn: &Connection, out: &mut Vec<Breach>) -> Result<
          ORDER BY a.id",
     )?;
     let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-            row.get::<_, i64>(3)?,
-            row.get::<_, String>(4)?,
-            row.get::<_, i64>(5)?,
-            row.get::<_, i64>(6)?,
-        ))
+        <(String, i64, i64, i64, String, i64, i64)>::try_from(row)
     })?;
     for row in rows {
         let (id, interval, misses, log_id, kind, log_interval, log_misses) = row?;
@@ -332,12 +307,7 @@ fn instants_against_log(conn: &Connection, out: &mut Vec<Breach>) -> Result<()> 
          ORDER BY id",
     )?;
     let rows = agents.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, Option<Millis>>(1)?,
-            row.get::<_, Option<Millis>>(2)?,
-            row.get::<_, bool>(3)?,
-        ))
+        <(String, Option<Millis>, Option<Millis>, bool)>::try_from(row)
     })?;
     let show = |at: Option<Millis>| at.map_or_else(|| "never".to_string(), format_time);
     for row in rows {

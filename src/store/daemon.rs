@@ -88,13 +88,8 @@ impl Store {
                     "SELECT pid, version, started_at, last_pass_at, stopped_at FROM daemon WHERE singleton = 1",
                     [],
                     |row| {
-                        Ok(DaemonRecord {
-                            pid: row.get(0)?,
-                            version: row.get(1)?,
-                            started_at: row.get(2)?,
-                            last_pass_at: row.get(3)?,
-                            stopped_at: row.get(4)?,
-                        })
+                        let (pid, version, started_at, last_pass_at, stopped_at) = TryFrom::try_from(row)?;
+                        Ok(DaemonRecord { pid, version, started_at, last_pass_at, stopped_at })
                     },
                 )
                 .optional()?)

@@ -19,7 +19,7 @@ use rusqlite::{Connection, params};
 
 use super::Store;
 use super::queries::rungs;
-use super::rows::{AGENT_COLUMNS, agent_from_row, opt_argv_json};
+use super::rows::{AGENT_COLUMNS, INSERT_AGENT, agent_from_row, with_agent_values};
 use super::transitions::insert_rungs;
 use crate::agent::{Agent, AgentRecord, Rung, Settings};
 use crate::clock::Millis;
@@ -43,50 +43,14 @@ pub struct BatchFailure {
     pub error: Error,
 }
 
-const INSERT_AGENT: &str =
-    "INSERT INTO agents (id, strategy, base_interval_ms, max_interval_ms, factor, jitter,
-         fresh_ms, very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at,
-         last_activity_at, paused, command, heartbeat_file, created_at, updated_at, activity_cmd,
-         echo_ms, only_if, grace_ms, escalate_limit, escalate_window_ms, held_until_at,
-         heartbeat_seen_at, probe_seen_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-             ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
-
 const INSERT_LOG: &str = "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, detail)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// Inserts an agent row with all of its columns; an id that exists is [`Error::AgentExists`].
 pub(super) fn insert_agent(conn: &Connection, agent: &Agent) -> Result<()> {
-    let s = &agent.settings;
-    let inserted = conn.prepare_cached(INSERT_AGENT)?.execute(params![
-        agent.id.as_str(),
-        s.strategy.as_str(),
-        s.base_interval_ms,
-        s.max_interval_ms,
-        s.factor,
-        s.jitter,
-        s.fresh_ms,
-        s.very_stale_ms,
-        agent.current_interval_ms,
-        agent.wait_ms,
-        agent.consecutive_misses,
-        agent.last_poke_at,
-        agent.last_activity_at,
-        agent.paused,
-        opt_argv_json(&s.command),
-        s.heartbeat_file,
-        agent.created_at,
-        agent.updated_at,
-        opt_argv_json(&s.activity_cmd),
-        s.echo_ms,
-        opt_argv_json(&s.only_if),
-        s.grace_ms,
-        s.escalate_limit,
-        s.escalate_window_ms,
-        agent.held_until_at,
-        agent.heartbeat_seen_at,
-        agent.probe_seen_at,
-    ]);
+    let inserted = with_agent_values(agent, |values| {
+        conn.prepare_cached(INSERT_AGENT)?.execute(&values[..])
+    });
     match inserted {
         Ok(_) => Ok(()),
         Err(e) if is_duplicate_id(&e) => Err(Error::exists(agent.id.to_string())),

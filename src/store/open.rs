@@ -381,43 +381,19 @@ pub struct ConnectionSettings {
 impl ConnectionSettings {
     /// The pragmas that differ from `want`: `(name, got, want)`.
     fn differences(&self, want: &ConnectionSettings) -> Vec<(&'static str, String, String)> {
-        let mut out = Vec::new();
-        let mut note = |name, got: String, want: String| {
-            if !got.eq_ignore_ascii_case(&want) {
-                out.push((name, got, want));
-            }
-        };
-        note(
-            "journal_mode",
-            self.journal_mode.clone(),
-            want.journal_mode.clone(),
-        );
-        note(
-            "synchronous",
-            self.synchronous.to_string(),
-            want.synchronous.to_string(),
-        );
-        note(
-            "busy_timeout",
-            self.busy_timeout_ms.to_string(),
-            want.busy_timeout_ms.to_string(),
-        );
-        note(
-            "foreign_keys",
-            self.foreign_keys.to_string(),
-            want.foreign_keys.to_string(),
-        );
-        note(
-            "trusted_schema",
-            self.trusted_schema.to_string(),
-            want.trusted_schema.to_string(),
-        );
-        note(
-            "journal_size_limit",
-            self.journal_size_limit.to_string(),
-            want.journal_size_limit.to_string(),
-        );
-        out
+        #[rustfmt::skip]
+        let pairs = [
+            ("journal_mode", self.journal_mode.clone(), want.journal_mode.clone()),
+            ("synchronous", self.synchronous.to_string(), want.synchronous.to_string()),
+            ("busy_timeout", self.busy_timeout_ms.to_string(), want.busy_timeout_ms.to_string()),
+            ("foreign_keys", self.foreign_keys.to_string(), want.foreign_keys.to_string()),
+            ("trusted_schema", self.trusted_schema.to_string(), want.trusted_schema.to_string()),
+            ("journal_size_limit", self.journal_size_limit.to_string(), want.journal_size_limit.to_string()),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, got, want)| !got.eq_ignore_ascii_case(want))
+            .collect()
     }
 }
 

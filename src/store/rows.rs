@@ -1,8 +1,8 @@
 //! How rows of `agents`, `rungs` and `poke_log` become Rust values and back: the column lists
 //! every query selects, and the JSON argv arrays commands are stored as.
 
-use rusqlite::Row;
 use rusqlite::types::Type;
+use rusqlite::{Row, ToSql};
 
 use crate::agent::{Agent, AgentId, Settings};
 use crate::log::LogRow;
@@ -38,6 +38,70 @@ pub(super) fn argv_json(argv: &[String]) -> String {
 /// [`argv_json`] of an optional argv.
 pub(super) fn opt_argv_json(argv: &Option<Vec<String>>) -> Option<String> {
     argv.as_deref().map(argv_json)
+}
+
+/// Inserts a whole `agents` row; the values are [`with_agent_values`]'.
+pub(super) const INSERT_AGENT: &str = "INSERT INTO agents (id, updated_at, strategy, base_interval_ms,
+         max_interval_ms, factor, jitter, fresh_ms, very_stale_ms, command, heartbeat_file,
+         activity_cmd, echo_ms, only_if, grace_ms, escalate_limit, escalate_window_ms,
+         current_interval_ms, wait_ms, consecutive_misses, last_poke_at, last_activity_at, paused,
+         held_until_at, heartbeat_seen_at, probe_seen_at, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+             ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
+
+/// Writes every mutable column of one `agents` row back (all but `created_at`): the values are
+/// the first [`SAVED_VALUES`] of [`with_agent_values`]'. One statement, so a new max below the
+/// old interval never breaks the interval's CHECK between a settings and a state update.
+pub(super) const SAVE_AGENT: &str = "UPDATE agents SET updated_at = ?2, strategy = ?3,
+         base_interval_ms = ?4, max_interval_ms = ?5, factor = ?6, jitter = ?7, fresh_ms = ?8,
+         very_stale_ms = ?9, command = ?10, heartbeat_file = ?11, activity_cmd = ?12, echo_ms = ?13,
+         only_if = ?14, grace_ms = ?15, escalate_limit = ?16, escalate_window_ms = ?17,
+         current_interval_ms = ?18, wait_ms = ?19, consecutive_misses = ?20, last_poke_at = ?21,
+         last_activity_at = ?22, paused = ?23, held_until_at = ?24, heartbeat_seen_at = ?25,
+         probe_seen_at = ?26
+     WHERE id = ?1";
+
+/// How many of [`with_agent_values`]' values [`SAVE_AGENT`] takes.
+pub(super) const SAVED_VALUES: usize = 26;
+
+/// Calls `f` with an agent's column values in the order [`INSERT_AGENT`] and [`SAVE_AGENT`]
+/// bind them (`created_at` last).
+pub(super) fn with_agent_values<T>(agent: &Agent, f: impl FnOnce(&[&dyn ToSql; 27]) -> T) -> T {
+    let s = &agent.settings;
+    let (command, activity_cmd, only_if) = (
+        opt_argv_json(&s.command),
+        opt_argv_json(&s.activity_cmd),
+        opt_argv_json(&s.only_if),
+    );
+    f(&[
+        &agent.id.as_str(),
+        &agent.updated_at,
+        &s.strategy.as_str(),
+        &s.base_interval_ms,
+        &s.max_interval_ms,
+        &s.factor,
+        &s.jitter,
+        &s.fresh_ms,
+        &s.very_stale_ms,
+        &command,
+        &s.heartbeat_file,
+        &activity_cmd,
+        &s.echo_ms,
+        &only_if,
+        &s.grace_ms,
+        &s.escalate_limit,
+        &s.escalate_window_ms,
+        &agent.current_interval_ms,
+        &agent.wait_ms,
+        &agent.consecutive_misses,
+        &agent.last_poke_at,
+        &agent.last_activity_at,
+        &agent.paused,
+        &agent.held_until_at,
+        &agent.heartbeat_seen_at,
+        &agent.probe_seen_at,
+        &agent.created_at,
+    ])
 }
 
 /// Reads one `agents` row selected with [`AGENT_COLUMNS`].

@@ -11,7 +11,9 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::Store;
-use super::rows::{AGENT_COLUMNS, agent_from_row, argv_from_json, argv_json, opt_argv_json};
+use super::rows::{
+    AGENT_COLUMNS, SAVE_AGENT, SAVED_VALUES, agent_from_row, argv_from_json, argv_json, with_agent_values,
+};
 use crate::agent::{Agent, AgentId, Rung, Settings, validate_ladder};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
@@ -56,24 +58,24 @@ impl Patch {
     /// max is given), and a new fresh above the current very stale raises that, as `add` does.
     fn apply(&self, to: &Settings) -> Settings {
         let mut s = to.clone();
-        fn set<T: Clone>(field: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *field = v.clone();
-            }
+        // Each field the patch names replaces the setting's.
+        macro_rules! take {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    s.$field = v.clone();
+                }
+            )*};
         }
-        set(&mut s.strategy, &self.strategy);
-        set(&mut s.base_interval_ms, &self.base_interval_ms);
-        set(&mut s.max_interval_ms, &self.max_interval_ms);
-        set(&mut s.factor, &self.factor);
-        set(&mut s.jitter, &self.jitter);
-        set(&mut s.fresh_ms, &self.fresh_ms);
-        set(&mut s.very_stale_ms, &self.very_stale_ms);
-        set(&mut s.command, &self.command);
-        set(&mut s.heartbeat_file, &self.heartbeat_file);
-        set(&mut s.activity_cmd, &self.activity_cmd);
-        set(&mut s.echo_ms, &self.echo_ms);
-        set(&mut s.only_if, &self.only_if);
-        set(&mut s.grace_ms, &self.grace_ms);
+        take!(
+            strategy,
+            base_interval_ms,
+            max_interval_ms,
+            factor,
+            jitter,
+            fresh_ms,
+            very_stale_ms
+        );
+        take!(command, heartbeat_file, activity_cmd, echo_ms, only_if, grace_ms);
         if let Some((limit, window)) = self.escalate_limit {
             s.escalate_limit = limit;
             s.escalate_window_ms = window;
@@ -293,49 +295,13 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
-    /// Writes every mutable column back; exactly one row must change. One statement, not a
-    /// settings update followed by [`Tx::save_state`]: a new max below the old interval would
-    /// break the interval's CHECK between the two.
+    /// Writes every mutable column back ([`SAVE_AGENT`]); exactly one row must change.
     fn save(&self, agent: &Agent) -> Result<()> {
-        let s = &agent.settings;
-        let changed = self
-            .tx
-            .prepare_cached(
-                "UPDATE agents SET strategy = ?2, base_interval_ms = ?3, max_interval_ms = ?4, factor = ?5,
-                     jitter = ?6, fresh_ms = ?7, very_stale_ms = ?8, current_interval_ms = ?9,
-                     wait_ms = ?10, consecutive_misses = ?11, last_poke_at = ?12,
-                     last_activity_at = ?13, paused = ?14, command = ?15, heartbeat_file = ?16,
-                     updated_at = ?17, activity_cmd = ?18, echo_ms = ?19, only_if = ?20,
-                     grace_ms = ?21, escalate_limit = ?22, escalate_window_ms = ?23,
-                     held_until_at = ?24
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                agent.id.as_str(),
-                s.strategy.as_str(),
-                s.base_interval_ms,
-                s.max_interval_ms,
-                s.factor,
-                s.jitter,
-                s.fresh_ms,
-                s.very_stale_ms,
-                agent.current_interval_ms,
-                agent.wait_ms,
-                agent.consecutive_misses,
-                agent.last_poke_at,
-                agent.last_activity_at,
-                agent.paused,
-                opt_argv_json(&s.command),
-                s.heartbeat_file,
-                agent.updated_at,
-                opt_argv_json(&s.activity_cmd),
-                s.echo_ms,
-                opt_argv_json(&s.only_if),
-                s.grace_ms,
-                s.escalate_limit,
-                s.escalate_window_ms,
-                agent.held_until_at,
-            ])?;
+        let changed = with_agent_values(agent, |values| {
+            self.tx
+                .prepare_cached(SAVE_AGENT)?
+                .execute(&values[..SAVED_VALUES])
+        })?;
         if changed != 1 {
             return Err(Error::UnknownAgent(agent.id.to_string()));
         }
