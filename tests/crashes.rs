@@ -517,6 +517,28 @@ fn kills_during_pokes_leave_no_double_poke_and_no_orphan() {
 }
 
 #[test]
+fn recovery_leaves_alone_a_process_that_only_shares_poked_db() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    must(&env.db, &["add", "a", "--base", "1h"]);
+    // A shell that exports POKED_DB (and POKED_AGENT) so its hooks can run `poked activity`,
+    // or a job started from it, in a process group of its own: not a command of poked's, and
+    // a daemon starting up must leave it running (it once stopped it as a leftover probe).
+    let mut shell_job = Command::new("sleep")
+        .arg("600")
+        .env("POKED_DB", &env.db)
+        .env("POKED_AGENT", "a")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    must(&env.db, &["run", "--once"]);
+    let alive = shell_job.try_wait().unwrap().is_none();
+    let _ = shell_job.kill();
+    let _ = shell_job.wait();
+    assert!(alive, "a daemon starting up stopped a process that only had POKED_DB set");
+}
+
+#[test]
 fn recovery_finds_a_command_whose_group_was_never_recorded() {
     use std::os::unix::process::CommandExt;
     let env = Env::new();

@@ -200,11 +200,15 @@ fn begin(
     Ok(Some(poke))
 }
 
-/// Runs a probe or a gate: the agent's environment, the command timeout, output kept whole.
-fn run_check(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> CommandResult {
+/// Runs a probe or a gate (`what`): the agent's environment plus `POKED_CHECK=what`, which
+/// is how a later daemon's recovery tells a leftover probe or gate from any other process that
+/// merely has `POKED_DB` set; the command timeout; output kept whole.
+fn run_check(shared: &Shared<'_>, agent: &Agent, argv: &[String], what: &str) -> CommandResult {
+    let mut env = command_env(shared.store, agent, None);
+    env.push(("POKED_CHECK".to_string(), what.into()));
     run_command(
         argv,
-        &command_env(shared.store, agent, None),
+        &env,
         shared.options.command_timeout,
         shared.options.grace,
         shared.cancel,
@@ -214,7 +218,7 @@ fn run_check(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> CommandResu
 
 /// Runs the probe; its instant, or `None` (logged when it starts failing).
 fn run_probe(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> Option<Millis> {
-    let result = run_check(shared, agent, argv);
+    let result = run_check(shared, agent, argv, "probe");
     let value = match result.outcome {
         Outcome::Ok => parse_instant(&result.stdout),
         _ => Err(format!(
@@ -237,7 +241,7 @@ fn run_probe(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> Option<Mill
 
 /// Runs the gate and says what it means (SPEC §7.2).
 fn run_gate(shared: &Shared<'_>, agent: &Agent, argv: &[String]) -> Gate {
-    let result = run_check(shared, agent, argv);
+    let result = run_check(shared, agent, argv, "gate");
     match (result.outcome, result.exit_code) {
         (Outcome::Ok, _) => Gate::Open,
         (Outcome::Failed, Some(1..=254)) => Gate::Skip(finished(0, &result)),

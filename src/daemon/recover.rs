@@ -4,10 +4,11 @@
 //! daemon marks each such row `interrupted` (the agent is then not poked again before its next
 //! due time, and an interrupted rung is not run again in its streak: a poke is sent at most
 //! once) and stops the command's process group if it is still alive. The commands are found by
-//! what poked puts in every command's environment, `POKED_POKE_ID` and `POKED_DB`, compared by
-//! the file `POKED_DB` names (so a command started through another path to the same file is
-//! found too), not by a process group recorded anywhere: a group id may since have been reused
-//! by an unrelated process (after a reboot, say). Recovery runs only under the daemon lock, so
+//! what poked puts in every command's environment: `POKED_POKE_ID` (or `POKED_CHECK` for a
+//! probe or a gate) and `POKED_DB`, compared by the file `POKED_DB` names (so a command started
+//! through another path to the same file is found too), not by a process group recorded
+//! anywhere: a group id may since have been reused by an unrelated process (after a reboot,
+//! say). `POKED_DB` alone marks nothing: shells and agents export it for their hooks. Recovery runs only under the daemon lock, so
 //! it never touches the pokes of another live daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,16 +113,20 @@ fn all_pids() -> Vec<i32> {
 }
 
 /// The agent and poke a process runs a command for, if its environment says it runs one for
-/// the database file `db`.
+/// the database file `db`: `POKED_DB` names that file, and `POKED_POKE_ID` (a poke or a rung)
+/// or `POKED_CHECK` (a probe or a gate) says it is a command poked started.
 fn command_of(pid: i32, db: (u64, u64)) -> Option<Leftover> {
     use std::os::unix::ffi::OsStrExt;
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let mut poke = None;
+    let mut check = false;
     let mut agent = None;
     let mut same_db = false;
     for var in environ.split(|b| *b == 0) {
         if let Some(value) = var.strip_prefix(b"POKED_POKE_ID=") {
             poke = std::str::from_utf8(value).ok()?.parse().ok();
+        } else if var.starts_with(b"POKED_CHECK=") {
+            check = true;
         } else if let Some(value) = var.strip_prefix(b"POKED_AGENT=") {
             agent = Some(String::from_utf8_lossy(value).into_owned());
         } else if let Some(value) = var.strip_prefix(b"POKED_DB=") {
@@ -135,8 +140,10 @@ fn command_of(pid: i32, db: (u64, u64)) -> Option<Leftover> {
             same_db = file_id(&path) == Some(db);
         }
     }
+    // POKED_DB alone is no mark: a user's shell or an agent's session exports it for its hooks.
+    let ours = same_db && (poke.is_some() || check);
     let agent = agent.unwrap_or_else(|| "?".into());
-    Some(Leftover { agent, poke }).filter(|_| same_db)
+    Some(Leftover { agent, poke }).filter(|_| ours)
 }
 
 /// The pids whose process group is `pgid`, from /proc.
