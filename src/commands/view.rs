@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use super::output::{log_json, next_due, print_agents, print_json, print_log, time_or};
+use super::output::{due_relative, log_json, next_due, print_agents, print_json, print_log, time_or};
 use super::{Context, io_err};
 use poked::agent::{Agent, AgentId, Rung};
 use poked::clock::Millis;
@@ -214,7 +214,7 @@ impl Shown {
 
 fn hold(agent: &Agent, now: Millis) -> String {
     match agent.held_until_at {
-        Some(at) if at > now => format!("{} (in {})", format_time(at), format_duration(at - now)),
+        Some(at) if at > now => format!("{} ({})", format_time(at), due_relative(at, now)),
         Some(at) => format!("{} (over)", format_time(at)),
         None => "not held".into(),
     }
