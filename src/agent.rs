@@ -18,6 +18,13 @@ pub const MAX_ID_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AgentId(String);
 
+/// An id hashes and compares as its text, so a set of ids can be asked about a `&str`.
+impl std::borrow::Borrow<str> for AgentId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AgentId {
     /// Checks `text` against the id grammar of SPEC §1.
     pub fn parse(text: &str) -> Result<AgentId> {

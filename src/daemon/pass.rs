@@ -273,9 +273,24 @@ impl Scheduler<'_> {
                 return Ok(());
             }
             tx.savepoint("pass")?;
-            let due = tx.due(now, GROUP_COMMIT)?;
+            // Rows are decoded only for agents this pass can act on: not those in flight, and
+            // no more that need a worker (a command, a probe, a gate) than there are free.
+            let (mut slots, mut over) = (free, false);
+            let due = tx.due(now, GROUP_COMMIT, &mut |id, needs_slot| {
+                if in_flight.contains(id) {
+                    return false;
+                }
+                if needs_slot {
+                    if slots == 0 {
+                        over = true;
+                        return false;
+                    }
+                    slots -= 1;
+                }
+                true
+            })?;
             let (pending, any_ladder) = (tx.pending_agents()?, tx.any_ladder()?);
-            report.deferred = due.agents.len() + due.unreadable.len() == GROUP_COMMIT;
+            report.deferred = due.seen == GROUP_COMMIT || over;
             unreadable = due.unreadable;
             for mut agent in due.agents {
                 if in_flight.contains(&agent.id) {

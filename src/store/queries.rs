@@ -8,11 +8,14 @@
 //! agent_id = ?1)` would be one cached statement, but SQLite cannot use an index for a term that
 //! may be switched off, so every such query would scan the whole log.
 
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
-use super::rows::{AGENT_COLUMNS, LOG_COLUMNS, agent_from_row, argv_from_json, log_from_row};
+use super::rows::{
+    ACTIVITY_CMD_COLUMN, AGENT_COLUMNS, COMMAND_COLUMN, LOG_COLUMNS, ONLY_IF_COLUMN, agent_from_row, argv_from_json,
+    log_from_row,
+};
 use crate::agent::{Agent, AgentId, Rung};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
@@ -33,6 +36,8 @@ pub struct Due {
     /// Rows that could not be read (a hand edit stored a command that is not a JSON array of
     /// strings, say): they do not hold up the others.
     pub unreadable: Vec<Unreadable>,
+    /// Rows the query returned, decoded or not: the limit was reached when this equals it.
+    pub seen: usize,
 }
 
 /// An agent row that could not be read, and why.
@@ -42,13 +47,28 @@ pub struct Unreadable {
     pub reason: String,
 }
 
-/// The due agents (see [`super::Tx::due`]).
-pub(super) fn due_rows(conn: &Connection, now: Millis, limit: usize) -> Result<Due> {
+/// The due agents (see [`super::Tx::due`]). `wanted(id, needs_slot)` is asked of each row
+/// before it is decoded (`needs_slot`: it has a command, a probe or a gate); a row it refuses
+/// still counts in [`Due::seen`], so the caller knows whether the limit was reached.
+pub(super) fn due_rows(
+    conn: &Connection,
+    now: Millis,
+    limit: usize,
+    wanted: &mut dyn FnMut(&str, bool) -> bool,
+) -> Result<Due> {
     let mut stmt = conn.prepare_cached(&due_sql())?;
     let limit = i64::try_from(limit).unwrap_or(-1);
     let mut rows = stmt.query(params![now, limit])?;
     let mut due = Due::default();
     while let Some(row) = rows.next()? {
+        due.seen += 1;
+        let id = row.get_ref(0)?.as_str().unwrap_or_default();
+        let needs_slot = [COMMAND_COLUMN, ACTIVITY_CMD_COLUMN, ONLY_IF_COLUMN]
+            .into_iter()
+            .any(|col| row.get_ref(col).is_ok_and(|v| v != ValueRef::Null));
+        if !wanted(id, needs_slot) {
+            continue;
+        }
         match agent_from_row(row) {
             Ok(agent) => due.agents.push(agent),
             Err(e) => due.unreadable.push(Unreadable {

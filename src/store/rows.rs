@@ -104,6 +104,11 @@ pub(super) fn with_agent_values<T>(agent: &Agent, f: impl FnOnce(&[&dyn ToSql; 2
     ])
 }
 
+/// Where [`AGENT_COLUMNS`] puts the command, the probe and the gate.
+pub(super) const COMMAND_COLUMN: usize = 14;
+pub(super) const ACTIVITY_CMD_COLUMN: usize = 19;
+pub(super) const ONLY_IF_COLUMN: usize = 21;
+
 /// Reads one `agents` row selected with [`AGENT_COLUMNS`].
 pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     let id: String = row.get(0)?;
@@ -118,11 +123,11 @@ pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
             jitter: row.get(5)?,
             fresh_ms: row.get(6)?,
             very_stale_ms: row.get(7)?,
-            command: argv_at(row, 14)?,
+            command: argv_at(row, COMMAND_COLUMN)?,
             heartbeat_file: row.get(15)?,
-            activity_cmd: argv_at(row, 19)?,
+            activity_cmd: argv_at(row, ACTIVITY_CMD_COLUMN)?,
             echo_ms: row.get(20)?,
-            only_if: argv_at(row, 21)?,
+            only_if: argv_at(row, ONLY_IF_COLUMN)?,
             grace_ms: row.get(22)?,
             escalate_limit: row.get(23)?,
             escalate_window_ms: row.get(24)?,

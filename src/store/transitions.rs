@@ -211,10 +211,16 @@ impl<'c> Tx<'c> {
             .ok_or_else(|| Error::UnknownAgent(id.to_string()))
     }
 
-    /// At most `limit` agents due at `now`, soonest first (an index range scan). A row that
-    /// cannot be read does not hold up the others: it is returned apart.
-    pub fn due(&self, now: Millis, limit: usize) -> Result<super::queries::Due> {
-        super::queries::due_rows(&self.tx, now, limit)
+    /// At most `limit` agents due at `now`, soonest first (an index range scan), of which only
+    /// those `wanted` are read in full. A row that cannot be read does not hold up the others:
+    /// it is returned apart.
+    pub fn due(
+        &self,
+        now: Millis,
+        limit: usize,
+        wanted: &mut dyn FnMut(&str, bool) -> bool,
+    ) -> Result<super::queries::Due> {
+        super::queries::due_rows(&self.tx, now, limit, wanted)
     }
 
     /// Whether the agent has a poke or an escalation whose outcome is still to come.
