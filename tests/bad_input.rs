@@ -48,6 +48,15 @@ fn refused_str(home: &Path, db: &Path, args: &[&str], code: i32, needle: &str) {
     refused(home, db, &args, code, needle);
 }
 
+/// A database with one agent `a` (whose command succeeds), poked once: what a refusal must
+/// leave as it is.
+fn one_poked_agent() -> Env {
+    let env = Env::new();
+    must(&env.db, &["add", "a", "--", "true"]);
+    must(&env.db, &["run", "--once"]);
+    env
+}
+
 /// The bad ids of issue 5 and more, as raw bytes (some are not UTF-8).
 fn bad_ids() -> Vec<(Vec<u8>, &'static str)> {
     let text = |s: &str| s.as_bytes().to_vec();
@@ -88,10 +97,8 @@ fn bad_ids() -> Vec<(Vec<u8>, &'static str)> {
 
 #[test]
 fn bad_ids_are_refused_by_every_command_and_change_nothing() {
-    let env = Env::new();
+    let env = one_poked_agent();
     let home = env.dir.path();
-    must(&env.db, &["add", "a", "--", "true"]);
-    must(&env.db, &["run", "--once"]);
     let ids = bad_ids();
     assert!(ids.len() >= 25);
     let mut cases = 0;
@@ -175,10 +182,8 @@ fn bad_ids_are_refused_by_every_command_and_change_nothing() {
 
 #[test]
 fn bad_durations_factors_and_fractions_are_refused_and_change_nothing() {
-    let env = Env::new();
+    let env = one_poked_agent();
     let home = env.dir.path();
-    must(&env.db, &["add", "a", "--", "true"]);
-    must(&env.db, &["run", "--once"]);
     let durations: &[(&str, &str)] = &[
         ("", "empty"),
         (" ", "empty"),
@@ -342,10 +347,8 @@ fn bad_durations_factors_and_fractions_are_refused_and_change_nothing() {
 /// among known ones pauses none of them (one transaction).
 #[test]
 fn unknown_agents_and_taken_ids_are_refused_and_change_nothing() {
-    let env = Env::new();
+    let env = one_poked_agent();
     let home = env.dir.path();
-    must(&env.db, &["add", "a", "--", "true"]);
-    must(&env.db, &["run", "--once"]);
     for (args, code, needle) in [
         (&["add", "a"][..], 1, "already exists"),
         (&["set", "nobody", "--base", "1m"], 3, "unknown agent"),

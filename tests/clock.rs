@@ -15,16 +15,10 @@ fn activity_in_the_future_counts_as_now() {
     let env = Env::new();
     env.ok(T, &["add", "a"]);
     env.ok(T, &["activity", "a", "--at", "2030-01-01T00:00:00Z"]);
-    let last: i64 = env
-        .sql()
-        .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
-        .unwrap();
+    let last: i64 = env.value("SELECT last_activity_at FROM agents");
     assert_eq!(last, ms(T));
     env.ok("2026-01-01T00:10:00Z", &["activity", "a", "--at", "7m"]);
-    let last: i64 = env
-        .sql()
-        .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
-        .unwrap();
+    let last: i64 = env.value("SELECT last_activity_at FROM agents");
     assert_eq!(last, ms("2026-01-01T00:03:00Z"));
 }
 
@@ -216,16 +210,22 @@ fn clock_jumps_cause_no_burst_and_no_long_delay() {
                 .collect()
         };
         let (forward_rows, back_rows) = ((forward_row, back_row), (back_row, i64::MAX));
+        // The pokes after the jump `jump` at `jumped` (the log's `rows`), and the first one's
+        // delay, which must be within max + 1 s.
+        let after_jump = |rows: (i64, i64), jumped: Duration, jump: &str| {
+            let after = pokes(rows);
+            let first = after
+                .first()
+                .unwrap_or_else(|| panic!("{agent}: never poked after the {jump} jump: {mine:#?}"));
+            let delay = first.seen - jumped;
+            assert!(
+                delay <= bound,
+                "{agent}: first poke {delay:?} after the {jump} jump"
+            );
+            (after, delay)
+        };
         // +2h: one catch-up poke within max + 1 s, and it records no miss.
-        let after_forward = pokes(forward_rows);
-        let first = after_forward
-            .first()
-            .unwrap_or_else(|| panic!("{agent}: never poked after the +2h jump: {mine:#?}"));
-        assert!(
-            first.seen - forward <= bound,
-            "{agent}: catch-up poke {:?} after the jump",
-            first.seen - forward
-        );
+        let (after_forward, forward_delay) = after_jump(forward_rows, forward, "+2h");
         let misses_in_catch_up = mine
             .iter()
             .filter(|r| r.kind == "miss" && r.at >= forward_at && r.at < forward_at + BASE)
@@ -235,16 +235,8 @@ fn clock_jumps_cause_no_burst_and_no_long_delay() {
             "{agent}: the first pass after +2h recorded misses: {mine:#?}"
         );
         // -1 day: poked again within max + 1 s, not a day later.
-        let after_back = pokes(back_rows);
-        let first = after_back
-            .first()
-            .unwrap_or_else(|| panic!("{agent}: never poked after the -1 day jump: {mine:#?}"));
-        assert!(
-            first.seen - back <= bound,
-            "{agent}: poked {:?} after the clock went back",
-            first.seen - back
-        );
-        delays.push((agent, after_forward[0].seen - forward, first.seen - back));
+        let (after_back, back_delay) = after_jump(back_rows, back, "-1 day");
+        delays.push((agent, forward_delay, back_delay));
         // Never two pokes within one wait (at least the base), on either side of either jump.
         for window in [&after_forward, &after_back] {
             for pair in window.windows(2) {
@@ -315,19 +307,9 @@ fn a_fixed_clock_never_rewrites_stored_times() {
     env.sql()
         .execute_batch("UPDATE agents SET last_activity_at = created_at")
         .unwrap();
-    let before: (i64, i64) = env
-        .sql()
-        .query_row("SELECT created_at, last_activity_at FROM agents", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let before: (i64, i64) = env.row("SELECT created_at, last_activity_at FROM agents");
     env.ok("2025-06-01T00:00:00Z", &["run", "--once"]);
-    let after: (i64, i64) = env
-        .sql()
-        .query_row("SELECT created_at, last_activity_at FROM agents", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let after: (i64, i64) = env.row("SELECT created_at, last_activity_at FROM agents");
     assert_eq!(before, after, "POKED_NOW rewrote stored instants");
     assert_eq!(
         env.count("SELECT count(*) FROM poke_log WHERE kind = 'updated'"),
@@ -340,33 +322,19 @@ fn instants_in_the_future_are_corrected_with_a_logged_transition() {
     let env = Env::new();
     must(&env.db, &["add", "w"]);
     // A pass ran while the clock was a day ahead; then the clock was set back.
-    let created: i64 = env
-        .sql()
-        .query_row("SELECT created_at FROM agents", [], |r| r.get(0))
-        .unwrap();
+    let created: i64 = env.value("SELECT created_at FROM agents");
     let ahead = poked::units::format_time(created + 86_400_000);
     env.ok(&ahead, &["run", "--once"]);
     env.ok(&ahead, &["pause", "w"]);
     let out = env.cmd().args(["run", "--once"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (poke, _): (i64, i64) = env
-        .sql()
-        .query_row("SELECT last_poke_at, created_at FROM agents", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (poke, _): (i64, i64) = env.row("SELECT last_poke_at, created_at FROM agents");
     assert!(
         poke < created + 86_400_000,
         "the future last poke was not corrected"
     );
-    let detail: String = env
-        .sql()
-        .query_row(
-            "SELECT detail FROM poke_log WHERE kind = 'updated' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .expect("a logged correction");
+    let detail: String =
+        env.value("SELECT detail FROM poke_log WHERE kind = 'updated' ORDER BY id DESC LIMIT 1");
     assert!(detail.contains("last_poke_at"), "{detail}");
     let check = env.cmd().arg("check").output().unwrap();
     assert!(

@@ -55,13 +55,41 @@ impl Env {
 
     /// One integer from `sql`.
     pub fn count(&self, sql: &str) -> i64 {
-        self.sql().query_row(sql, [], |r| r.get(0)).unwrap()
+        self.value(sql)
+    }
+
+    /// The first column of the one row `sql` returns.
+    pub fn value<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
+        self.sql()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The one row `sql` returns, as a tuple of its columns.
+    pub fn row<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        self.sql()
+            .query_row(sql, [], |r| T::try_from(r))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// The database and its WAL, hashed, to prove a command changed nothing.
     pub fn fingerprint(&self) -> Vec<(String, Option<Vec<u8>>)> {
         fingerprint(&self.db)
     }
+}
+
+/// Every row `sql` returns on `conn`, each as a tuple of its columns.
+pub fn all_rows<T>(conn: &rusqlite::Connection, sql: &str) -> Vec<T>
+where
+    T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+{
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    stmt.query_map([], |r| T::try_from(r))
+        .and_then(Iterator::collect)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// `poked` on `db`, with no fixed time, no inherited poked variables and stdin closed.
@@ -109,6 +137,12 @@ pub fn must(db: &Path, args: &[&str]) -> String {
 /// [`must`] with the arguments written as one line of words, none of which has a space.
 pub fn must_words(db: &Path, words: &str) -> String {
     must(db, &words.split_whitespace().collect::<Vec<_>>())
+}
+
+/// Command-line arguments: `words` split at white space (none of them has a space), then `rest`
+/// as they are (a command, a message, a path).
+pub fn argv<'a>(words: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    words.split_whitespace().chain(rest.iter().copied()).collect()
 }
 
 /// How long a command that should answer at once (a refusal, a read of a small file) may
@@ -302,6 +336,11 @@ impl Tmux {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits at most `within` until the session's pane shows `text`.
+    pub fn shows_within(&self, session: &str, text: &str, within: Duration) -> bool {
+        wait_for(within, || self.pane(session).contains(text))
     }
 
     /// `poked ARGS` that reaches this server.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, must, must_words, poked, wait_for};
+use crate::common::{Env, argv, must, must_words, poked, wait_for};
 use crate::harness::{
     Auditor, CYCLE, Daemon, KillGroupsOnDrop, PokeProcess, Rng, Writer, inspect, poke_processes, poked_check,
     scalar, sigkill, wait_exited,
@@ -234,26 +234,33 @@ pub fn kill_loop(spec: &KillLoop, name: &str) -> Result<KillFigures, (usize, Str
 
 #[test]
 fn kill_9_loop_loses_nothing_acknowledged() {
+    let f = kill_loop_without_fault(300, 1, 100, "kill_9_loop_loses_nothing_acknowledged");
+    eprintln!("kill -9 loop: {f:?}, lost: 0");
+    assert!(
+        f.writers_killed > 0,
+        "no kill hit a writer: the loop proves nothing"
+    );
+    assert!(
+        f.daemon_pokes > 0,
+        "the daemon never poked: the loop proves nothing"
+    );
+}
+
+/// [`kill_loop`] without the fault: `kills` kills, `PRAGMA integrity_check` after every
+/// `integrity_every`-th and `poked check` after every `check_every`-th. A breach fails the test.
+pub fn kill_loop_without_fault(
+    kills: usize,
+    integrity_every: usize,
+    check_every: usize,
+    name: &str,
+) -> KillFigures {
     let spec = KillLoop {
-        kills: 300,
+        kills,
         fault: false,
-        integrity_every: 1,
-        check_every: 100,
+        integrity_every,
+        check_every,
     };
-    match kill_loop(&spec, "kill_9_loop_loses_nothing_acknowledged") {
-        Ok(f) => {
-            eprintln!("kill -9 loop: {f:?}, lost: 0");
-            assert!(
-                f.writers_killed > 0,
-                "no kill hit a writer: the loop proves nothing"
-            );
-            assert!(
-                f.daemon_pokes > 0,
-                "the daemon never poked: the loop proves nothing"
-            );
-        }
-        Err((kill, breach)) => panic!("after kill {kill}: {breach}"),
-    }
+    kill_loop(&spec, name).unwrap_or_else(|(kill, breach)| panic!("after kill {kill}: {breach}"))
 }
 
 /// The same loop with a fault that commits the agent row and its log row in two transactions
@@ -535,7 +542,10 @@ fn recovery_leaves_alone_a_process_that_only_shares_poked_db() {
     let alive = shell_job.try_wait().unwrap().is_none();
     let _ = shell_job.kill();
     let _ = shell_job.wait();
-    assert!(alive, "a daemon starting up stopped a process that only had POKED_DB set");
+    assert!(
+        alive,
+        "a daemon starting up stopped a process that only had POKED_DB set"
+    );
 }
 
 #[test]
@@ -603,25 +613,8 @@ fn an_escalation_in_flight_at_a_crash_is_interrupted_and_not_run_again_in_its_st
     let _cleanup = KillGroupsOnDrop(db.clone());
     let fired = env.dir.path().join("fired");
     let rung = format!("1:sh -c 'echo x >> {}; sleep 600'", fired.display());
-    must(
-        &db,
-        &[
-            "add",
-            "w",
-            "--base",
-            "100ms",
-            "--max",
-            "200ms",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-            "--grace",
-            "0s",
-            "--escalate",
-            &rung,
-        ],
-    );
+    let words = "add w --base 100ms --max 200ms --fresh 0s --very-stale 0s --grace 0s --escalate";
+    must(&db, &argv(words, &[&rung]));
     let daemon = Daemon::start(&db, &[]);
     // The first miss fires rung 1, whose command then runs for ten minutes.
     let escalation_running = || {

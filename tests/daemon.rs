@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, assert_error, must, wait_for};
-use crate::harness::Daemon;
+use crate::common::{Env, argv, assert_error, must, wait_for};
+use crate::harness::{Daemon, poked_through_bind_mount};
 
 fn pokes(env: &Env, agent: &str) -> i64 {
     env.sql()
@@ -175,15 +175,7 @@ fn command_timeout_kills_the_whole_group_and_caps_output() {
     add(&env, &["hang", "--base", "1h", "--", "sh", "-c", &script]);
     add(
         &env,
-        &[
-            "chatty",
-            "--base",
-            "1h",
-            "--",
-            "sh",
-            "-c",
-            "yes 'error: too much' >&2",
-        ],
+        &argv("chatty --base 1h -- sh -c", &["yes 'error: too much' >&2"]),
     );
     let started = Instant::now();
     let out = env
@@ -202,14 +194,8 @@ fn command_timeout_kills_the_whole_group_and_caps_output() {
         wait_for(Duration::from_secs(5), || unsafe { libc::kill(-pgid, 0) } != 0),
         "a process of the timed-out command survived"
     );
-    let (outcome, detail_len): (String, i64) = env
-        .sql()
-        .query_row(
-            "SELECT outcome, length(detail) FROM poke_log WHERE agent_id = 'chatty' AND kind = 'poke'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (outcome, detail_len): (String, i64) =
+        env.row("SELECT outcome, length(detail) FROM poke_log WHERE agent_id = 'chatty' AND kind = 'poke'");
     assert_eq!(outcome, "timeout");
     assert!(
         (10..=1200).contains(&detail_len),
@@ -223,20 +209,8 @@ fn status_record_and_heartbeat_files() {
     let env = Env::new();
     let hb = env.dir.path().join("hb");
     std::fs::write(&hb, b"").unwrap();
-    add(
-        &env,
-        &[
-            "watched",
-            "--base",
-            "1s",
-            "--fresh",
-            "1s",
-            "--very-stale",
-            "2s",
-            "--heartbeat-file",
-            hb.to_str().unwrap(),
-        ],
-    );
+    let words = "watched --base 1s --fresh 1s --very-stale 2s --heartbeat-file";
+    add(&env, &argv(words, &[hb.to_str().unwrap()]));
     add(&env, &["tick", "--base", "1s", "--max", "1s", "--fresh", "0s"]);
     let launched = SystemClock.now();
     let daemon = Daemon::start(&env.db, &[]);
@@ -255,10 +229,7 @@ fn status_record_and_heartbeat_files() {
         daemon.log_text()
     );
     // A modification time in the future counts as now: the agent is fresh, not fresh forever.
-    let last: i64 = env
-        .sql()
-        .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
-        .unwrap();
+    let last: i64 = env.value("SELECT last_activity_at FROM agents");
     assert!(last < 4_000_000_000_000, "a future mtime was stored as is");
 
     // The daemon's record of itself, as `poked status --json` shows it: this pid, running,
@@ -308,18 +279,7 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
     let env = Env::new();
     add(
         &env,
-        &[
-            "slow",
-            "--base",
-            "200ms",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-            "--",
-            "sleep",
-            "3",
-        ],
+        &argv("slow --base 200ms --fresh 0s --very-stale 0s -- sleep 3", &[]),
     );
     let daemon = Daemon::start(&env.db, &[]);
     assert!(wait_for(Duration::from_secs(5), || env
@@ -330,12 +290,7 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
         let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
-    let (poke, at): (i64, i64) = env
-        .sql()
-        .query_row("SELECT id, at FROM poke_log WHERE outcome = 'pending'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (poke, at): (i64, i64) = env.row("SELECT id, at FROM poke_log WHERE outcome = 'pending'");
     let before = ticks();
     // The window ends when the command's outcome lands on its row, three seconds on.
     let finished = format!("SELECT count(*) FROM poke_log WHERE id = {poke} AND outcome = 'ok'");
@@ -384,12 +339,7 @@ fn retain_prunes_old_log_rows_but_keeps_each_agents_newest() {
         )) == 1),
         "old rows were not pruned"
     );
-    let kept: String = env
-        .sql()
-        .query_row("SELECT kind FROM poke_log WHERE agent_id = 'gone'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let kept: String = env.value("SELECT kind FROM poke_log WHERE agent_id = 'gone'");
     assert_eq!(kept, "removed");
     assert!(pokes(&env, "old") >= 1);
 }
@@ -458,19 +408,7 @@ fn one_daemon_per_file_whatever_path_reaches_it() {
     if unsafe { libc::geteuid() } == 0 {
         let mount = dir.join("mnt");
         std::fs::create_dir(&mount).unwrap();
-        let poked = assert_cmd::cargo::cargo_bin!("poked");
-        let script = format!(
-            "mount --bind {dir} {mnt} && exec {poked} --db {mnt}/poked.db run --once",
-            dir = dir.display(),
-            mnt = mount.display(),
-            poked = poked.display()
-        );
-        let out = Command::new("unshare")
-            .args(["-m", "sh", "-c", &script])
-            .env("NO_COLOR", "1")
-            .env_remove("POKED_DB")
-            .output()
-            .unwrap();
+        let out = poked_through_bind_mount(dir, &mount, "", "run --once", &[]);
         assert_error(&out, 1, &pid);
     } else {
         eprintln!("not root: the bind-mount case is not tried");
@@ -567,19 +505,7 @@ fn an_outcome_that_cannot_be_written_for_a_while_is_retried_until_recorded() {
     let script = format!("echo x >> {}", ran.display());
     add(
         &env,
-        &[
-            "w",
-            "--base",
-            "1s",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
+        &argv("w --base 1s --fresh 0s --very-stale 0s -- sh -c", &[&script]),
     );
     // A trigger that refuses outcome updates while `hold_outcomes` has a row.
     env.sql()

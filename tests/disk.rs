@@ -35,10 +35,7 @@ fn connection_pragmas_are_in_force() {
     .expect("open store");
     // The store checks these on every connection; the journal mode is also visible from outside.
     drop(store);
-    let mode: String = env
-        .sql()
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = env.value("PRAGMA journal_mode");
     assert_eq!(mode, "wal");
 }
 

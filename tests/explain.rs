@@ -3,9 +3,12 @@
 
 use serde_json::Value;
 
-use crate::common::{Env, ms};
+use crate::common::{Env, argv, ms};
 
 const T0: &str = "2026-01-01T00:00:00Z";
+
+/// A two-rung ladder whose commands have spaces, as `add` flags.
+const LADDER: [&str; 4] = ["--escalate", "3:tmux-restart w", "--escalate", "5:notify-human w"];
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).expect("JSON output")
@@ -40,19 +43,7 @@ fn plan_lists_the_spec_timelines() {
         intervals,
         [300_000, 450_000, 675_000, 1_012_500, 1_518_750, 1_800_000]
     );
-    env.ok(
-        T0,
-        &[
-            "add",
-            "l",
-            "--escalate",
-            "3:tmux-restart w",
-            "--escalate",
-            "5:notify-human w",
-            "--escalate-limit",
-            "1/6h",
-        ],
-    );
+    env.ok(T0, &argv("add l --escalate-limit 1/6h", &LADDER));
     let actions: Vec<String> = plan(&env, T0, "l", "7")
         .iter()
         .map(|s| s["action"].as_str().unwrap().to_string())
@@ -83,21 +74,8 @@ fn plan_lists_the_spec_timelines() {
 #[test]
 fn a_simulated_run_lands_where_the_plan_said() {
     let env = Env::new();
-    env.ok(
-        T0,
-        &[
-            "add",
-            "w",
-            "--escalate",
-            "2:true",
-            "--escalate",
-            "4:true",
-            "--escalate-limit",
-            "1/1h",
-            "--grace",
-            "1m",
-        ],
-    );
+    let words = "add w --escalate 2:true --escalate 4:true --escalate-limit 1/1h --grace 1m";
+    env.ok(T0, &argv(words, &[]));
     let steps = plan(&env, T0, "w", "8");
     for step in &steps {
         let at = step["at"].as_str().unwrap();
@@ -105,15 +83,10 @@ fn a_simulated_run_lands_where_the_plan_said() {
         let due = json(&env.ok(&before, &["due", "--json"]));
         assert_eq!(due, Value::Array(vec![]), "due before the plan said, at {before}");
         env.ok(at, &["run", "--once"]);
-        let (kind, outcome, misses, interval): (String, Option<String>, i64, i64) = env
-            .sql()
-            .query_row(
-                "SELECT kind, outcome, consecutive_misses, interval_ms FROM poke_log
+        let (kind, outcome, misses, interval): (String, Option<String>, i64, i64) = env.row(
+            "SELECT kind, outcome, consecutive_misses, interval_ms FROM poke_log
                  WHERE kind IN ('poke', 'escalation') AND outcome IS NOT 'held' ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap();
+        );
         let planned = step["action"].as_str().unwrap();
         let sent = match (kind.as_str(), step["held"].as_bool().unwrap()) {
             ("escalation", _) => "escalation rung",
@@ -141,17 +114,7 @@ fn a_simulated_run_lands_where_the_plan_said() {
 #[test]
 fn explain_spells_out_the_terms_the_pass_and_the_ladder_and_writes_nothing() {
     let env = Env::new();
-    env.ok(
-        T0,
-        &[
-            "add",
-            "w",
-            "--escalate",
-            "3:tmux-restart w",
-            "--escalate",
-            "5:notify-human w",
-        ],
-    );
+    env.ok(T0, &argv("add w", &LADDER));
     for t in ["00:00:00", "00:05:00", "00:12:30", "00:23:45"] {
         env.ok(&format!("2026-01-01T{t}Z"), &["run", "--once"]);
     }

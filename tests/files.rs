@@ -12,7 +12,7 @@ use crate::common::{
     AS_NOBODY, Env, PROMPT, assert_error, is_root, must, output_within, poked, poked_under,
     read_only_for_poked, tree,
 };
-use crate::harness::{Rng, inspect, seeded_database};
+use crate::harness::{Rng, inspect, poked_through_bind_mount, seeded_database};
 
 const T: &str = "2026-01-01T00:00:00Z";
 
@@ -333,7 +333,6 @@ fn read_commands_work_on_a_read_only_database() {
     let dir = env.dir.path();
     let ro = dir.join("ro");
     std::fs::create_dir(&ro).unwrap();
-    let poked = assert_cmd::cargo::cargo_bin!("poked");
     let before = env.fingerprint();
     for (args, want) in [
         ("list", Some(0)),
@@ -344,19 +343,8 @@ fn read_commands_work_on_a_read_only_database() {
         ("check", Some(0)),
         ("activity w", Some(1)),
     ] {
-        let script = format!(
-            "mount --bind -o ro {dir} {ro} && exec {poked} --db {ro}/poked.db {args}",
-            dir = dir.display(),
-            ro = ro.display(),
-            poked = poked.display()
-        );
-        let out = Command::new("unshare")
-            .args(["-m", "sh", "-c", &script])
-            .env("NO_COLOR", "1")
-            .env("POKED_NOW", "2026-01-01T00:01:00Z")
-            .env_remove("POKED_DB")
-            .output()
-            .unwrap();
+        let now = [("POKED_NOW", "2026-01-01T00:01:00Z")];
+        let out = poked_through_bind_mount(dir, &ro, "-o ro", args, &now);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), want, "{args}: {stderr}");
         if want == Some(1) {

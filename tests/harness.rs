@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -202,6 +202,32 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `poked --db MOUNT/poked.db ARGS` (words) in a mount namespace of its own, where `dir`
+/// is bound at `mount` with `mount --bind OPTIONS` (root only): the same file through another
+/// path. `NO_COLOR` and `env` are set, `POKED_DB` is not.
+pub fn poked_through_bind_mount(
+    dir: &Path,
+    mount: &Path,
+    options: &str,
+    args: &str,
+    env: &[(&str, &str)],
+) -> Output {
+    let poked = assert_cmd::cargo::cargo_bin!("poked");
+    let script = format!(
+        "mount --bind {options} {dir} {mnt} && exec {poked} --db {mnt}/poked.db {args}",
+        dir = dir.display(),
+        mnt = mount.display(),
+        poked = poked.display()
+    );
+    Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .env_remove("POKED_DB")
+        .output()
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,15 +437,7 @@ impl Auditor {
                 .prepare("SELECT id, strategy, base_interval_ms, max_interval_ms, factor FROM agents")
                 .map_err(|e| e.to_string())?;
             let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, f64>(4)?,
-                    ))
-                })
+                .query_map([], |r| <(String, String, i64, i64, f64)>::try_from(r))
                 .map_err(|e| e.to_string())?;
             for row in rows {
                 let (id, strategy, base, max, factor) = row.map_err(|e| e.to_string())?;
@@ -534,18 +552,9 @@ impl Auditor {
                         last_activity_at, jitter FROM agents",
             )
             .map_err(|e| e.to_string())?;
+        type AgentRow = (String, i64, i64, i64, Option<i64>, Option<i64>, f64);
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, f64>(6)?,
-                ))
-            })
+            .query_map([], |r| AgentRow::try_from(r))
             .map_err(|e| e.to_string())?;
         for row in rows {
             let (id, interval, misses, wait, last_poke, last_activity, jitter) =

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::common::{Env, assert_error, ms};
+use crate::common::{Env, all_rows, assert_error, ms};
 
 /// A version-1 database as the first poked wrote it: two agents (one paused, one with a
 /// command and a heartbeat file), the history of a removed one, and a finished poke.
@@ -40,15 +40,20 @@ fn version_1(env: &Env) {
 type Row = (i64, String, String, Option<String>, Option<String>);
 
 fn rows(conn: &Connection) -> Vec<Row> {
-    let mut stmt = conn
-        .prepare("SELECT id, agent_id, kind, outcome, detail FROM poke_log ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    })
-    .unwrap()
-    .collect::<rusqlite::Result<_>>()
-    .unwrap()
+    all_rows(
+        conn,
+        "SELECT id, agent_id, kind, outcome, detail FROM poke_log ORDER BY id",
+    )
+}
+
+/// An agent: id, interval, next due, paused.
+type Agent = (String, i64, Option<i64>, bool);
+
+fn agents(conn: &Connection) -> Vec<Agent> {
+    all_rows(
+        conn,
+        "SELECT id, current_interval_ms, next_due_at, paused FROM agents ORDER BY id",
+    )
 }
 
 #[test]
@@ -56,16 +61,7 @@ fn a_version_1_database_is_upgraded_in_place_keeping_every_row() {
     let env = Env::new();
     version_1(&env);
     let before = rows(&env.sql());
-    let agents_before: Vec<(String, i64, Option<i64>, bool)> = {
-        let conn = env.sql();
-        let mut stmt = conn
-            .prepare("SELECT id, current_interval_ms, next_due_at, paused FROM agents ORDER BY id")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    };
+    let agents_before = agents(&env.sql());
     let out = env.ok("2026-01-01T00:06:00Z", &["init"]);
     assert!(
         out.contains(&format!("schema version {}", poked::store::SCHEMA_VERSION)),
@@ -75,16 +71,7 @@ fn a_version_1_database_is_upgraded_in_place_keeping_every_row() {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, poked::store::SCHEMA_VERSION);
     assert_eq!(rows(&conn), before, "log rows changed");
-    let agents_after: Vec<(String, i64, Option<i64>, bool)> = {
-        let mut stmt = conn
-            .prepare("SELECT id, current_interval_ms, next_due_at, paused FROM agents ORDER BY id")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    };
-    assert_eq!(agents_after, agents_before, "agents changed");
+    assert_eq!(agents(&conn), agents_before, "agents changed");
     let (echo, grace, limit, window, held): (i64, i64, i64, i64, Option<i64>) = conn
         .query_row(
             "SELECT echo_ms, grace_ms, escalate_limit, escalate_window_ms, held_until_at FROM agents WHERE id = 'hq-mayor'",
@@ -117,17 +104,11 @@ fn a_version_1_database_is_upgraded_in_place_keeping_every_row() {
     );
     // The upgraded file works: a transition, and ids are never given out again after a purge.
     env.ok("2026-01-01T00:06:00Z", &["activity", "hq-mayor"]);
-    let newest: i64 = env
-        .sql()
-        .query_row("SELECT max(id) FROM poke_log", [], |r| r.get(0))
-        .unwrap();
+    let newest: i64 = env.value("SELECT max(id) FROM poke_log");
     assert_eq!(newest, 9);
     env.ok("2026-01-01T00:06:00Z", &["rm", "hq-mayor", "--purge"]);
     env.ok("2026-01-01T00:06:00Z", &["resume", "nightly"]);
-    let next: i64 = env
-        .sql()
-        .query_row("SELECT max(id) FROM poke_log", [], |r| r.get(0))
-        .unwrap();
+    let next: i64 = env.value("SELECT max(id) FROM poke_log");
     assert_eq!(next, 10, "an id was given out again after a purge");
 }
 

@@ -9,16 +9,12 @@ use std::time::{Duration, Instant};
 use poked::store::{HistoryFilter, OpenOptions, Store};
 use serde_json::Value;
 
-use crate::common::{Env, assert_error, ms, must};
+use crate::common::{Env, argv, assert_error, ms, must};
 
 const T: &str = "2026-01-01T00:00:00Z";
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn count(env: &Env, sql: &str) -> i64 {
-    env.sql().query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// A small, consistent history: `a` misses twice then shows activity, `b` is poked and its
@@ -29,20 +25,12 @@ fn count(env: &Env, sql: &str) -> i64 {
 /// 00:06 c removed
 /// 00:20 run: a misses again; b misses again
 /// 00:21 activity a
-fn seed(env: &Env) {
+fn seeded() -> Env {
+    let env = Env::new();
     env.ok(T, &["add", "a"]);
     env.ok(
         T,
-        &[
-            "add",
-            "b",
-            "--base",
-            "1m",
-            "--",
-            "sh",
-            "-c",
-            "echo 'no, \"sir\"' >&2; exit 7",
-        ],
+        &argv("add b --base 1m -- sh -c", &["echo 'no, \"sir\"' >&2; exit 7"]),
     );
     env.ok(T, &["add", "c"]);
     env.ok(T, &["run", "--once"]);
@@ -50,6 +38,7 @@ fn seed(env: &Env) {
     env.ok("2026-01-01T00:06:00Z", &["rm", "c"]);
     env.ok("2026-01-01T00:20:00Z", &["run", "--once"]);
     env.ok("2026-01-01T00:21:00Z", &["activity", "a"]);
+    env
 }
 
 fn field<'a>(rows: &'a Value, key: &str) -> Vec<&'a Value> {
@@ -166,13 +155,12 @@ impl Drop for Spawned {
 
 #[test]
 fn history_selects_oldest_first_and_filters() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     let now = "2026-01-01T00:30:00Z";
 
     let all = json(&env.ok(now, &["history", "--json"]));
     let ids: Vec<i64> = field(&all, "id").iter().map(|v| v.as_i64().unwrap()).collect();
-    let total = count(&env, "SELECT count(*) FROM poke_log");
+    let total = env.count("SELECT count(*) FROM poke_log");
     assert_eq!(ids.len() as i64, total);
     let ats: Vec<&str> = field(&all, "at").iter().map(|v| v.as_str().unwrap()).collect();
     assert!(ats.windows(2).all(|w| w[0] <= w[1]), "oldest first: {ats:?}");
@@ -284,8 +272,7 @@ fn history_selects_oldest_first_and_filters() {
 
 #[test]
 fn history_csv_round_trips_awkward_details() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     let awkward = "comma, \"quoted\" and\nnew line\r\nand CRLF, trailing \"";
     env.sql()
         .execute(
@@ -324,51 +311,56 @@ fn history_csv_round_trips_awkward_details() {
 
 #[test]
 fn history_queries_use_the_log_indexes() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     let store = Store::open(&env.db, OpenOptions::default()).unwrap();
     let plan = |filter: HistoryFilter| store.history_plan(&filter).unwrap().join("\n");
     let since = Some(ms(T));
-    for filter in [
-        HistoryFilter {
-            agent_id: Some(poked::agent::AgentId::parse("a").unwrap()),
-            since,
-            ..HistoryFilter::default()
-        },
-        HistoryFilter {
-            agent_id: Some(poked::agent::AgentId::parse("a").unwrap()),
-            since,
-            until: Some(ms(T) + 1),
-            kinds: vec![poked::log::Kind::Poke, poked::log::Kind::Miss],
-            limit: Some(5),
-            ..HistoryFilter::default()
-        },
+    let agent = Some(poked::agent::AgentId::parse("a").unwrap());
+    let by_agent = (
+        "agent + time",
+        "USING INDEX poke_log_agent_at (agent_id=? AND at>?",
+    );
+    let by_time = ("time only", "USING INDEX poke_log_at (at>?");
+    for ((what, index), filter) in [
+        (
+            by_agent,
+            HistoryFilter {
+                agent_id: agent.clone(),
+                since,
+                ..HistoryFilter::default()
+            },
+        ),
+        (
+            by_agent,
+            HistoryFilter {
+                agent_id: agent.clone(),
+                since,
+                until: Some(ms(T) + 1),
+                kinds: vec![poked::log::Kind::Poke, poked::log::Kind::Miss],
+                limit: Some(5),
+                ..HistoryFilter::default()
+            },
+        ),
+        (
+            by_time,
+            HistoryFilter {
+                since,
+                ..HistoryFilter::default()
+            },
+        ),
+        (
+            by_time,
+            HistoryFilter {
+                since,
+                until: Some(ms(T) + 1),
+                outcomes: vec![poked::log::Outcome::Ok],
+                limit: Some(5),
+                ..HistoryFilter::default()
+            },
+        ),
     ] {
         let plan = plan(filter);
-        assert!(
-            plan.contains("USING INDEX poke_log_agent_at (agent_id=? AND at>?"),
-            "agent + time: {plan}"
-        );
-        assert!(!plan.contains("TEMP B-TREE"), "sorted by the index: {plan}");
-    }
-    for filter in [
-        HistoryFilter {
-            since,
-            ..HistoryFilter::default()
-        },
-        HistoryFilter {
-            since,
-            until: Some(ms(T) + 1),
-            outcomes: vec![poked::log::Outcome::Ok],
-            limit: Some(5),
-            ..HistoryFilter::default()
-        },
-    ] {
-        let plan = plan(filter);
-        assert!(
-            plan.contains("USING INDEX poke_log_at (at>?"),
-            "time only: {plan}"
-        );
+        assert!(plan.contains(index), "{what}: {plan}");
         assert!(!plan.contains("TEMP B-TREE"), "sorted by the index: {plan}");
     }
 }
@@ -491,8 +483,7 @@ fn history_follow_table_and_csv_keep_one_header() {
 
 #[test]
 fn stats_count_the_log_per_agent() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     let now = "2026-01-01T00:23:00Z";
     let stats = json(&env.ok(now, &["stats", "--json"]));
     assert_eq!(field(&stats, "id"), vec!["a", "b", "c"]);
@@ -625,12 +616,12 @@ fn next_wait_honours_an_activity_that_postpones_the_agent() {
     // Poked now: due in 2 s. An activity now moves that to activity + 4 s (fresh).
     run(&["add", "a", "--base", "2s", "--fresh", "4s", "--very-stale", "10s"]);
     run(&["poke", "a"]);
-    let poked_at: i64 = count(&env, "SELECT last_poke_at FROM agents");
+    let poked_at: i64 = env.count("SELECT last_poke_at FROM agents");
     let mut wait = Spawned::new(&env, None, &["-v", "next", "--wait", "--json"]);
     // It has read the first due time before the activity changes it.
     wait.wait_for_log(&["waiting until it is due", "agent=a"], Duration::from_secs(2));
     run(&["activity", "a"]);
-    let active_at: i64 = count(&env, "SELECT last_activity_at FROM agents");
+    let active_at: i64 = env.count("SELECT last_activity_at FROM agents");
     assert!(
         active_at < poked_at + 2000,
         "the activity came after the first due time; the machine is too slow for this test"
@@ -661,8 +652,7 @@ fn insert_rows(env: &Env, rows: &[(&str, i64, &str, Option<&str>)]) {
 
 #[test]
 fn prune_keeps_each_agents_newest_row_and_pending_pokes() {
-    let env = Env::new();
-    seed(&env); // everything at 2026-01-01, 00:00 to 00:21
+    let env = seeded(); // everything at 2026-01-01, 00:00 to 00:21
     let day = 86_400_000;
     let old = ms(T) - 30 * day;
     // A removed agent with 4500 old rows (more than one batch), an old pending poke, and an
@@ -673,7 +663,7 @@ fn prune_keeps_each_agents_newest_row_and_pending_pokes() {
     rows.push(("lonely", old, "removed", None));
     rows.push(("ghost", old + 6000, "removed", None));
     insert_rows(&env, &rows);
-    let total = count(&env, "SELECT count(*) FROM poke_log");
+    let total = env.count("SELECT count(*) FROM poke_log");
     let now = "2026-01-01T00:30:00Z";
 
     // --dry-run counts and changes nothing.
@@ -689,48 +679,40 @@ fn prune_keeps_each_agents_newest_row_and_pending_pokes() {
         text.starts_with("deleted 4500 log rows older than 7d (2025-12-25T00:30:00Z)"),
         "{text}"
     );
-    assert_eq!(count(&env, "SELECT count(*) FROM poke_log"), total - 4500);
+    assert_eq!(env.count("SELECT count(*) FROM poke_log"), total - 4500);
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
+        env.count("SELECT count(*) FROM poke_log WHERE outcome = 'pending'"),
         1
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE agent_id = 'lonely'"),
+        env.count("SELECT count(*) FROM poke_log WHERE agent_id = 'lonely'"),
         1
     );
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE agent_id = 'ghost' AND kind = 'removed'"
-        ),
+        env.count("SELECT count(*) FROM poke_log WHERE agent_id = 'ghost' AND kind = 'removed'"),
         1,
         "ghost's newest row stays"
     );
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM poke_log WHERE kind = 'miss' AND at < 1767225600000"
-        ),
+        env.count("SELECT count(*) FROM poke_log WHERE kind = 'miss' AND at < 1767225600000"),
         0
     );
 
     // Pruning everything older than a minute keeps each agent's newest row, and check still
     // finds every agent's state in agreement with it.
     let out = json(&env.ok("2026-01-01T01:00:00Z", &["prune", "--older-than", "1m", "--json"]));
-    let newest: i64 = count(
-        &env,
-        "SELECT count(*) FROM poke_log l WHERE l.id = (SELECT max(id) FROM poke_log x WHERE x.agent_id = l.agent_id)",
+    let newest: i64 = env.count("SELECT count(*) FROM poke_log l WHERE l.id = (SELECT max(id) FROM poke_log x WHERE x.agent_id = l.agent_id)",
     );
-    let agents_in_log = count(&env, "SELECT count(DISTINCT agent_id) FROM poke_log");
+    let agents_in_log = env.count("SELECT count(DISTINCT agent_id) FROM poke_log");
     assert_eq!(agents_in_log, 5, "a, b, c, ghost and lonely");
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log") - 1,
+        env.count("SELECT count(*) FROM poke_log") - 1,
         newest,
         "{out}: all but the pending poke are newest rows"
     );
     assert_eq!(
         out["rows"].as_i64().unwrap(),
-        total - 4500 - count(&env, "SELECT count(*) FROM poke_log")
+        total - 4500 - env.count("SELECT count(*) FROM poke_log")
     );
     // The pending poke is ghost's, so check reports it (no daemon) and nothing else.
     let check = json(&String::from_utf8(env.at(now, &["check", "--json"]).stdout).unwrap());
@@ -741,11 +723,10 @@ fn prune_keeps_each_agents_newest_row_and_pending_pokes() {
     );
 }
 
-/// A fresh database with `seed`'s history, corrupted by `sql`; `check --json` must exit 1 and
+/// A fresh database with `seeded`'s history, corrupted by `sql`; `check --json` must exit 1 and
 /// report exactly `rules` (agent, rule).
 fn assert_check_finds(sql: &str, expected: &[(&str, &str)]) {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     let now = "2026-01-01T00:30:00Z";
     let clean = env.at(now, &["check"]);
     assert_eq!(
@@ -787,10 +768,9 @@ fn assert_check_finds(sql: &str, expected: &[(&str, &str)]) {
 
 #[test]
 fn check_is_clean_on_a_consistent_database() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     let text = env.ok("2026-01-01T00:30:00Z", &["check"]);
-    let rows = count(&env, "SELECT count(*) FROM poke_log");
+    let rows = env.count("SELECT count(*) FROM poke_log");
     assert_eq!(
         text.trim(),
         format!("ok: the file is intact and poked's invariants hold (2 agents, {rows} log rows)")
@@ -799,7 +779,7 @@ fn check_is_clean_on_a_consistent_database() {
     assert_eq!(report["ok"], true);
     assert_eq!(report["problems"], serde_json::json!([]));
     assert_eq!(report["agents_checked"], 2);
-    assert_eq!(report["log_rows"], count(&env, "SELECT count(*) FROM poke_log"));
+    assert_eq!(report["log_rows"], env.count("SELECT count(*) FROM poke_log"));
 }
 
 // Rows that break a CHECK constraint can only be written with the constraints switched off;
@@ -857,8 +837,7 @@ fn check_names_misses_that_disagree_with_the_log() {
 
 #[test]
 fn check_skips_the_miss_count_when_its_anchor_was_pruned() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     // b's only anchor is its `added` row; without it the count cannot be judged.
     env.sql()
         .execute("DELETE FROM poke_log WHERE agent_id = 'b' AND kind = 'added'", [])
@@ -889,8 +868,7 @@ fn check_names_a_pending_poke_without_a_daemon() {
 
 #[test]
 fn check_accepts_a_pending_poke_while_a_daemon_holds_the_database() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     insert_rows(
         &env,
         &[("a", ms("2026-01-01T00:22:00Z"), "poke", Some("pending"))],
@@ -912,8 +890,7 @@ fn check_accepts_a_pending_poke_while_a_daemon_holds_the_database() {
 
 #[test]
 fn check_reports_a_damaged_file() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     {
         // Declare the `at` index over another column: its entries no longer match the table.
         let conn = env.sql();
@@ -936,8 +913,7 @@ fn check_reports_a_damaged_file() {
 
 #[test]
 fn status_reports_the_file_agents_and_daemon() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     env.ok(T, &["add", "held", "--paused"]);
     let now = "2026-01-01T00:22:00Z";
     let status = json(&env.ok(now, &["status", "--json"]));
@@ -951,7 +927,7 @@ fn status_reports_the_file_agents_and_daemon() {
         status["agents"],
         serde_json::json!({"total": 3, "due": 0, "backing_off": 1, "waiting": 1, "paused": 1, "fresh": 1, "held": 0})
     );
-    assert_eq!(status["log_rows"], count(&env, "SELECT count(*) FROM poke_log"));
+    assert_eq!(status["log_rows"], env.count("SELECT count(*) FROM poke_log"));
     assert_eq!(status["oldest_log_at"], T);
     assert_eq!(status["pending_pokes"], 0);
     assert_eq!(status["daemon"]["running"], false);
@@ -996,8 +972,7 @@ fn status_reports_the_file_agents_and_daemon() {
 
 #[test]
 fn json_keys_mean_the_same_in_every_command() {
-    let env = Env::new();
-    seed(&env);
+    let env = seeded();
     let now = "2026-01-01T00:30:00Z";
     let list = json(&env.ok(now, &["list", "--json"]));
     let stats = json(&env.ok(now, &["stats", "--json"]));
@@ -1121,11 +1096,6 @@ fn set_raises_max_and_very_stale_as_add_does() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (max, very_stale): (i64, i64) = env
-        .sql()
-        .query_row("SELECT max_interval_ms, very_stale_ms FROM agents", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (max, very_stale): (i64, i64) = env.row("SELECT max_interval_ms, very_stale_ms FROM agents");
     assert_eq!((max, very_stale), (40 * 60_000, 20 * 60_000));
 }

@@ -12,24 +12,14 @@
 use std::time::Duration;
 
 use crate::contention::{contention, simultaneous_creation};
-use crate::crashes::{KillLoop, kill_during_pokes, kill_loop, negative_control};
+use crate::crashes::{kill_during_pokes, kill_loop_without_fault, negative_control};
 
 #[test]
 #[ignore = "soak tier: 10,000 kills, about 20 minutes"]
 fn soak_kill_9_loop_10_000_kills() {
-    let spec = KillLoop {
-        kills: 10_000,
-        fault: false,
-        integrity_every: 50,
-        check_every: 1000,
-    };
-    match kill_loop(&spec, "soak_kill_9_loop") {
-        Ok(f) => {
-            eprintln!("soak kill -9 loop: {f:?}, lost: 0");
-            assert!(f.writers_killed > 1000 && f.daemon_pokes > 0, "{f:?}");
-        }
-        Err((kill, breach)) => panic!("after kill {kill}: {breach}"),
-    }
+    let f = kill_loop_without_fault(10_000, 50, 1000, "soak_kill_9_loop");
+    eprintln!("soak kill -9 loop: {f:?}, lost: 0");
+    assert!(f.writers_killed > 1000 && f.daemon_pokes > 0, "{f:?}");
 }
 
 #[test]

@@ -19,6 +19,13 @@ fn open(env: &Env) -> Store {
     .expect("open store")
 }
 
+/// A new database, created through the library, and the store on it.
+fn new_store() -> (Env, Store) {
+    let env = Env::new();
+    let store = open(&env);
+    (env, store)
+}
+
 fn id(text: &str) -> AgentId {
     AgentId::parse(text).unwrap()
 }
@@ -111,11 +118,7 @@ fn a_transition_that_fails_halfway_changes_nothing() {
         )
         .unwrap();
     let before = store.agent(&id("a")).unwrap();
-    let rows = |env: &Env| {
-        env.sql()
-            .query_row("SELECT count(*) FROM poke_log", [], |r| r.get::<_, i64>(0))
-            .unwrap()
-    };
+    let rows = |env: &Env| env.value::<i64>("SELECT count(*) FROM poke_log");
     let log_before = rows(&env);
     let err = store
         .record_miss(&id("a"), 1000, &draw)
@@ -130,8 +133,7 @@ fn a_transition_that_fails_halfway_changes_nothing() {
 
 #[test]
 fn transitions_on_unknown_agents_are_errors() {
-    let env = Env::new();
-    let store = open(&env);
+    let (_env, store) = new_store();
     let draw = FixedDraw(0.0);
     let nobody = id("nobody");
     assert_eq!(store.record_miss(&nobody, 0, &draw).unwrap_err().exit_code(), 3);
@@ -150,8 +152,7 @@ fn transitions_on_unknown_agents_are_errors() {
 
 #[test]
 fn the_due_query_uses_the_index() {
-    let env = Env::new();
-    let store = open(&env);
+    let (_env, store) = new_store();
     let plan = store.due_query_plan().unwrap().join("\n");
     assert!(plan.contains("INDEX agents_next_due"), "due query plan: {plan}");
     assert!(!plan.contains("SCAN agents"), "due query scans the table: {plan}");
@@ -163,8 +164,7 @@ fn the_due_query_uses_the_index() {
 
 #[test]
 fn the_schema_refuses_impossible_hand_edits() {
-    let env = Env::new();
-    let store = open(&env);
+    let (env, store) = new_store();
     store
         .add(&id("a"), &Settings::default(), &[], false, 0, &FixedDraw(0.0))
         .unwrap();
@@ -209,22 +209,15 @@ fn migrations_validate_and_opening_twice_is_a_no_op() {
         fingerprint(&env.db) == first,
         "opening an up-to-date database changed it"
     );
-    let (version, app_id): (i64, i64) = env
-        .sql()
-        .query_row(
-            "SELECT user_version, application_id FROM pragma_user_version, pragma_application_id",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (version, app_id): (i64, i64) =
+        env.row("SELECT user_version, application_id FROM pragma_user_version, pragma_application_id");
     assert_eq!(version, poked::store::SCHEMA_VERSION);
     assert_eq!(app_id, i64::from(poked::store::APPLICATION_ID));
 }
 
 #[test]
 fn set_clamps_the_interval_and_logs_the_change() {
-    let env = Env::new();
-    let store = open(&env);
+    let (env, store) = new_store();
     let draw = FixedDraw(0.0);
     store
         .add(&id("a"), &Settings::default(), &[], false, 0, &draw)
@@ -239,12 +232,7 @@ fn set_clamps_the_interval_and_logs_the_change() {
     };
     let after = store.set(&id("a"), &patch, 10, &draw).unwrap().expect("changed");
     assert_eq!((after.current_interval_ms, after.wait_ms), (600_000, 600_000));
-    let detail: String = env
-        .sql()
-        .query_row("SELECT detail FROM poke_log WHERE kind = 'updated'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let detail: String = env.value("SELECT detail FROM poke_log WHERE kind = 'updated'");
     assert_eq!(detail, "max 30m → 10m");
     assert_eq!(
         store.set(&id("a"), &patch, 11, &draw).unwrap(),
@@ -255,8 +243,7 @@ fn set_clamps_the_interval_and_logs_the_change() {
 
 #[test]
 fn remove_keeps_history_unless_purged() {
-    let env = Env::new();
-    let store = open(&env);
+    let (env, store) = new_store();
     let draw = FixedDraw(0.0);
     let count = |agent: &str| {
         env.sql()

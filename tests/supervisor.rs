@@ -2,7 +2,9 @@
 //! probes, and their bad input. Time is fixed with `POKED_NOW` and the passes are
 //! `poked run --once`, as in the §3 timeline.
 
-use crate::common::{Env, assert_error, ms};
+use std::path::PathBuf;
+
+use crate::common::{Env, argv, assert_error, ms};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 
@@ -34,13 +36,18 @@ fn rows_after(env: &Env, after_id: i64) -> Vec<(String, Option<String>, Option<S
 }
 
 fn max_id(env: &Env) -> i64 {
-    env.sql()
-        .query_row("SELECT coalesce(max(id), 0) FROM poke_log", [], |r| r.get(0))
-        .unwrap()
+    env.value("SELECT coalesce(max(id), 0) FROM poke_log")
 }
 
-fn count(env: &Env, sql: &str) -> i64 {
-    env.sql().query_row(sql, [], |r| r.get(0)).unwrap()
+/// A new `w` with the fixed strategy, `flags` (words) and an activity probe that prints the
+/// file returned (missing until the test writes it).
+fn probe_env(flags: &str) -> (Env, PathBuf) {
+    let env = Env::new();
+    let value = env.dir.path().join("value");
+    let probe = format!("cat {}", value.display());
+    let words = format!("add w --strategy fixed {flags} --activity-cmd");
+    env.ok(T0, &argv(&words, &[&probe]));
+    (env, value)
 }
 
 /// The rung commands append `rung $POKED_RUNG` to a file, so the test sees each one run.
@@ -150,23 +157,8 @@ fn the_cap_holds_a_rung_slides_and_reset_clears_it() {
     let env = Env::new();
     let fired = env.dir.path().join("fired");
     let rung = format!("3:sh -c 'echo x >> {}'", fired.display());
-    env.ok(
-        T0,
-        &[
-            "add",
-            "w",
-            "--escalate",
-            &rung,
-            "--escalate-limit",
-            "1/6h",
-            "--grace",
-            "0s",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-        ],
-    );
+    let words = "add w --escalate-limit 1/6h --grace 0s --fresh 0s --very-stale 0s --escalate";
+    env.ok(T0, &argv(words, &[&rung]));
     third_miss(&env, 0);
     assert_eq!(std::fs::read_to_string(&fired).unwrap().lines().count(), 1);
     // A new streak reaches 3 within six hours: held, and a plain poke instead.
@@ -222,10 +214,7 @@ fn a_gate_skips_for_one_wait_never_escalates_and_the_unanswered_poke_counts_once
     env.ok(T0, &["add", "w", "--only-if", &gate]);
     std::fs::write(&open, "").unwrap();
     env.ok(T0, &["run", "--once"]);
-    assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'"),
-        1
-    );
+    assert_eq!(env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'"), 1);
     std::fs::remove_file(&open).unwrap();
     // Due at 00:05, very stale at 00:15: the gate says skip, twice.
     let before = max_id(&env);
@@ -234,15 +223,10 @@ fn a_gate_skips_for_one_wait_never_escalates_and_the_unanswered_poke_counts_once
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, "skip");
     assert_eq!(rows[0].2.as_deref(), Some("nothing to do"));
-    let (exit, misses, held): (i64, i64, i64) = env
-        .sql()
-        .query_row(
-            "SELECT l.exit_code, a.consecutive_misses, a.held_until_at FROM poke_log l, agents a
+    let (exit, misses, held): (i64, i64, i64) = env.row(
+        "SELECT l.exit_code, a.consecutive_misses, a.held_until_at FROM poke_log l, agents a
              WHERE l.kind = 'skip'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    );
     assert_eq!((exit, misses), (1, 0), "a skip is not a miss");
     assert_eq!(held, ms(&at("00:20:00")), "held for one wait");
     env.ok(&at("00:18:00"), &["run", "--once"]);
@@ -266,21 +250,8 @@ fn a_gate_error_pokes_anyway_and_fires_no_rung_in_that_streak() {
     std::fs::write(&mode, "0").unwrap();
     let gate = format!("sh -c 'exit $(cat {})'", mode.display());
     let rung = format!("2:sh -c 'echo x >> {}'", fired.display());
-    env.ok(
-        T0,
-        &[
-            "add",
-            "w",
-            "--only-if",
-            &gate,
-            "--escalate",
-            &rung,
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-        ],
-    );
+    let words = "add w --fresh 0s --very-stale 0s --only-if";
+    env.ok(T0, &argv(words, &[&gate, "--escalate", &rung]));
     env.ok(T0, &["run", "--once"]);
     env.ok(&at("00:05:00"), &["run", "--once"]);
     assert_eq!(state(&env, "w").0, 1);
@@ -303,45 +274,23 @@ fn a_gate_error_pokes_anyway_and_fires_no_rung_in_that_streak() {
     assert_eq!(state(&env, "w").0, 3);
     assert!(!fired.exists(), "the unfired rung was fired later in its streak");
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'escalation'"),
+        env.count("SELECT count(*) FROM poke_log WHERE kind = 'escalation'"),
         0
     );
 }
 
 #[test]
 fn a_probe_counts_when_its_value_changes_and_not_its_own_echo() {
-    let env = Env::new();
-    let value = env.dir.path().join("value");
-    let probe = format!("cat {}", value.display());
-    env.ok(
-        T0,
-        &[
-            "add",
-            "w",
-            "--activity-cmd",
-            &probe,
-            "--strategy",
-            "fixed",
-            "--fresh",
-            "1m",
-            "--very-stale",
-            "1m",
-        ],
-    );
+    let (env, value) = probe_env("--fresh 1m --very-stale 1m");
     // The probe says 23:50, before the agent was added: a value never seen, so activity then
     // (long ago: the agent is very stale and poked at once).
     std::fs::write(&value, "1767224999.999\n").unwrap();
     env.ok(T0, &["run", "--once"]);
-    let acts = || count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'activity'");
-    let pokes = || count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'");
+    let acts = || env.count("SELECT count(*) FROM poke_log WHERE kind = 'activity'");
+    let pokes = || env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'");
     let (a0, p0) = (acts(), pokes());
     assert_eq!((a0, p0), (1, 1));
-    let first: i64 = env
-        .sql()
-        .query_row("SELECT at FROM poke_log WHERE kind = 'activity'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let first: i64 = env.value("SELECT at FROM poke_log WHERE kind = 'activity'");
     assert_eq!(first, ms("2025-12-31T23:49:59.999Z"));
     // The same value again, at every pass: never counted again.
     for t in ["00:10:00", "00:20:00", "00:30:00"] {
@@ -350,51 +299,23 @@ fn a_probe_counts_when_its_value_changes_and_not_its_own_echo() {
     assert_eq!(acts(), a0, "an unchanged value counted again");
     assert!(pokes() >= p0 + 3, "the agent was not poked");
     // The poke's own echo (within 2 s of the last poke) is seen but is no answer.
-    let last_poke: i64 = env
-        .sql()
-        .query_row("SELECT last_poke_at FROM agents", [], |r| r.get(0))
-        .unwrap();
+    let last_poke: i64 = env.value("SELECT last_poke_at FROM agents");
     std::fs::write(&value, format!("{}.5\n", (last_poke + 1000) / 1000)).unwrap();
     env.ok(&at("00:40:00"), &["run", "--once"]);
     assert_eq!(acts(), a0, "the echo counted as an answer");
-    let seen: Option<i64> = env
-        .sql()
-        .query_row("SELECT probe_seen_at FROM agents", [], |r| r.get(0))
-        .unwrap();
+    let seen: Option<i64> = env.value("SELECT probe_seen_at FROM agents");
     assert_eq!(seen, Some(last_poke + 1500), "the echo is remembered as seen");
     // Output after the echo window is an answer: activity, back to base.
     std::fs::write(&value, "2026-01-01T00:45:00Z").unwrap();
     env.ok(&at("00:50:00"), &["run", "--once"]);
     assert_eq!(acts(), a0 + 1);
-    let last_activity: i64 = env
-        .sql()
-        .query_row("SELECT last_activity_at FROM agents", [], |r| r.get(0))
-        .unwrap();
+    let last_activity: i64 = env.value("SELECT last_activity_at FROM agents");
     assert_eq!(last_activity, ms(&at("00:45:00")));
 }
 
 #[test]
 fn a_failing_probe_does_not_hold_up_the_poke_and_is_logged_when_it_starts_and_stops() {
-    let env = Env::new();
-    let value = env.dir.path().join("value");
-    let probe = format!("cat {}", value.display());
-    env.ok(
-        T0,
-        &[
-            "add",
-            "w",
-            "--activity-cmd",
-            &probe,
-            "--strategy",
-            "fixed",
-            "--base",
-            "1m",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-        ],
-    );
+    let (env, value) = probe_env("--base 1m --fresh 0s --very-stale 0s");
     let mut logs = String::new();
     for i in 0..3 {
         let out = env.at(&format!("2026-01-01T00:0{i}:00Z"), &["run", "--once"]);
@@ -402,7 +323,7 @@ fn a_failing_probe_does_not_hold_up_the_poke_and_is_logged_when_it_starts_and_st
         logs.push_str(&String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(
-        count(&env, "SELECT count(*) FROM poke_log WHERE kind = 'poke'"),
+        env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'"),
         3,
         "pokes went ahead"
     );
@@ -417,28 +338,31 @@ fn a_failing_probe_does_not_hold_up_the_poke_and_is_logged_when_it_starts_and_st
 #[test]
 fn bad_supervisor_options_exit_2_naming_the_value_and_create_nothing() {
     let env = Env::new();
-    for (args, needle) in [
-        (&["add", "w", "--escalate", "0:x"][..], "0:x"),
-        (&["add", "w", "--escalate", "x"], "'x'"),
-        (&["add", "w", "--escalate", "3:"], "3:"),
+    // `COMMAND w OPTIONS` must fail naming the value.
+    for (command, options, needle) in [
+        ("add", &["--escalate", "0:x"][..], "0:x"),
+        ("add", &["--escalate", "x"], "'x'"),
+        ("add", &["--escalate", "3:"], "3:"),
         (
-            &["add", "w", "--escalate", "3:a", "--escalate", "3:b"],
+            "add",
+            &["--escalate", "3:a", "--escalate", "3:b"],
             "same number of misses",
         ),
-        (&["add", "w", "--escalate", "3:'unbalanced"], "unbalanced"),
-        (&["add", "w", "--only-if", "sh -c 'oops"], "unbalanced"),
-        (&["add", "w", "--escalate-limit", "0/1h"], "0/1h"),
-        (&["add", "w", "--escalate-limit", "3/0s"], "3/0s"),
-        (&["add", "w", "--escalate-limit", "3"], "'3'"),
-        (&["add", "w", "--grace", "-1s"], "-1s"),
-        (&["add", "w", "--echo", "banana"], "banana"),
-        (&["add", "w", "--only-if", ""], "--only-if"),
-        (&["add", "w", "--activity-cmd", "  "], "--activity-cmd"),
-        (&["add", "w", "--tmux", ""], "--tmux"),
-        (&["add", "w", "--message", "hi"], "--tmux"),
-        (&["set", "w", "--tmux", "s", "--no-command"], "--no-command"),
+        ("add", &["--escalate", "3:'unbalanced"], "unbalanced"),
+        ("add", &["--only-if", "sh -c 'oops"], "unbalanced"),
+        ("add", &["--escalate-limit", "0/1h"], "0/1h"),
+        ("add", &["--escalate-limit", "3/0s"], "3/0s"),
+        ("add", &["--escalate-limit", "3"], "'3'"),
+        ("add", &["--grace", "-1s"], "-1s"),
+        ("add", &["--echo", "banana"], "banana"),
+        ("add", &["--only-if", ""], "--only-if"),
+        ("add", &["--activity-cmd", "  "], "--activity-cmd"),
+        ("add", &["--tmux", ""], "--tmux"),
+        ("add", &["--message", "hi"], "--tmux"),
+        ("set", &["--tmux", "s", "--no-command"], "--no-command"),
     ] {
-        let out = env.at(T0, args);
+        let args = [&[command, "w"][..], options].concat();
+        let out = env.at(T0, &args);
         assert_error(&out, 2, needle);
         assert!(!env.db.exists(), "{args:?} created the database");
     }
@@ -447,50 +371,23 @@ fn bad_supervisor_options_exit_2_naming_the_value_and_create_nothing() {
 #[test]
 fn set_replaces_and_removes_the_ladder_gate_and_probe() {
     let env = Env::new();
-    env.ok(
-        T0,
-        &[
-            "add",
-            "w",
-            "--escalate",
-            "3:a",
-            "--escalate",
-            "5:b",
-            "--only-if",
-            "true",
-            "--activity-cmd",
-            "date +%s",
-        ],
-    );
-    assert_eq!(count(&env, "SELECT count(*) FROM rungs"), 2);
+    let words = "add w --escalate 3:a --escalate 5:b --only-if true --activity-cmd";
+    env.ok(T0, &argv(words, &["date +%s"]));
+    assert_eq!(env.count("SELECT count(*) FROM rungs"), 2);
     env.ok(T0, &["set", "w", "--escalate", "2:c"]);
-    let rungs: String = env
-        .sql()
-        .query_row("SELECT group_concat(misses || command) FROM rungs", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let rungs: String = env.value("SELECT group_concat(misses || command) FROM rungs");
     assert_eq!(rungs, "2[\"c\"]");
     env.ok(
         T0,
         &["set", "w", "--no-escalate", "--no-only-if", "--no-activity-cmd"],
     );
-    assert_eq!(count(&env, "SELECT count(*) FROM rungs"), 0);
+    assert_eq!(env.count("SELECT count(*) FROM rungs"), 0);
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM agents WHERE only_if IS NULL AND activity_cmd IS NULL"
-        ),
+        env.count("SELECT count(*) FROM agents WHERE only_if IS NULL AND activity_cmd IS NULL"),
         1
     );
-    let detail: String = env
-        .sql()
-        .query_row(
-            "SELECT detail FROM poke_log WHERE kind = 'updated' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let detail: String =
+        env.value("SELECT detail FROM poke_log WHERE kind = 'updated' ORDER BY id DESC LIMIT 1");
     assert!(
         detail.contains("ladder 2:c → none") && detail.contains("gate true → none"),
         "{detail}"
@@ -498,32 +395,19 @@ fn set_replaces_and_removes_the_ladder_gate_and_probe() {
     // The rungs go with the agent.
     env.ok(T0, &["set", "w", "--escalate", "4:d"]);
     env.ok(T0, &["rm", "w"]);
-    assert_eq!(count(&env, "SELECT count(*) FROM rungs"), 0);
+    assert_eq!(env.count("SELECT count(*) FROM rungs"), 0);
 }
 
 #[test]
 fn the_operator_commands_show_skips_escalations_holds_and_the_streak() {
     let env = Env::new();
     let open = env.dir.path().join("open");
-    let gate = format!("test -e {}", open.display());
-    env.ok(T0, &["add", "g", "--only-if", &gate]);
     env.ok(
         T0,
-        &[
-            "add",
-            "e",
-            "--escalate",
-            "1:true",
-            "--escalate",
-            "2:false",
-            "--escalate-limit",
-            "1/6h",
-            "--fresh",
-            "0s",
-            "--very-stale",
-            "0s",
-        ],
+        &["add", "g", "--only-if", &format!("test -e {}", open.display())],
     );
+    let words = "add e --escalate 1:true --escalate 2:false --escalate-limit 1/6h --fresh 0s --very-stale 0s";
+    env.ok(T0, &argv(words, &[]));
     // 00:00: e poked, g skipped (held one wait); 00:05: e's miss 1 fires rung 1; 00:12:30 (after
     // the 5m grace): miss 2 reaches rung 2, held by the cap.
     for t in ["00:00:00", "00:05:00", "00:12:30"] {

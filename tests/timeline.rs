@@ -42,14 +42,10 @@ const TIMELINE: &[(&str, &str, i64, i64, &str)] = &[
 ];
 
 fn state(env: &Env) -> (i64, i64, Option<i64>, Option<i64>, i64) {
-    env.sql()
-        .query_row(
-            "SELECT current_interval_ms, consecutive_misses, last_poke_at, next_due_at, wait_ms
+    env.row(
+        "SELECT current_interval_ms, consecutive_misses, last_poke_at, next_due_at, wait_ms
              FROM agents WHERE id = 'hq-mayor'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .expect("agent row")
+    )
 }
 
 #[test]
@@ -111,14 +107,7 @@ fn the_worked_timeline_of_spec_section_3() {
         (9, 6, 1),
         "{kinds:?}"
     );
-    let outcomes: i64 = env
-        .sql()
-        .query_row(
-            "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND outcome = 'sent'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let outcomes: i64 = env.value("SELECT count(*) FROM poke_log WHERE kind = 'poke' AND outcome = 'sent'");
     assert_eq!(outcomes, 9, "a poke without a command is `sent`");
 }
 
@@ -156,10 +145,7 @@ fn a_fresh_agent_is_not_poked_and_commands_run_with_their_environment() {
         env.ok("2026-01-01T00:05:00Z", &["run", "--once"])
             .starts_with("1 pokes")
     );
-    let poke_id: i64 = env
-        .sql()
-        .query_row("SELECT id FROM poke_log WHERE kind = 'poke'", [], |r| r.get(0))
-        .unwrap();
+    let poke_id: i64 = env.value("SELECT id FROM poke_log WHERE kind = 'poke'");
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
         format!("w 0 300000 {poke_id}")

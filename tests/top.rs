@@ -52,7 +52,7 @@ fn status_file(env: &Env) -> std::path::PathBuf {
 /// Waits until the pane shows `text`.
 fn wait_for_screen(tmux: &Tmux, text: &str) {
     assert!(
-        wait_for(PATIENCE, || tmux.pane("top").contains(text)),
+        tmux.shows_within("top", text, PATIENCE),
         "{text:?} never showed:\n{}",
         tmux.pane("top")
     );
@@ -101,9 +101,7 @@ fn p_pauses_the_selected_agent_a_commit_shows_within_a_second_and_q_restores_the
     // the slack is for a loaded machine).
     env.ok("2026-01-01T00:00:00Z", &["add", "gt-witness"]);
     assert!(
-        wait_for(Duration::from_secs(3), || tmux
-            .pane("top")
-            .contains("  gt-witness")),
+        tmux.shows_within("top", "  gt-witness", Duration::from_secs(3)),
         "a new agent did not show:\n{}",
         tmux.pane("top")
     );

@@ -82,9 +82,7 @@ fn import_stdin(env: &Env, now: &str, args: &[&str], input: &str) -> std::proces
 }
 
 fn agent_count(env: &Env) -> i64 {
-    env.sql()
-        .query_row("SELECT count(*) FROM agents", [], |r| r.get(0))
-        .expect("count agents")
+    env.value("SELECT count(*) FROM agents")
 }
 
 #[test]

@@ -141,13 +141,6 @@ fn pause_and_resume_are_logged_once() {
     );
     assert_eq!(env.ok(T, &["resume", "a"]).trim(), "a: resumed");
     assert!(env.ok(T, &["run", "--once"]).starts_with("1 pokes"));
-    let kinds: i64 = env
-        .sql()
-        .query_row(
-            "SELECT count(*) FROM poke_log WHERE kind IN ('paused', 'resumed')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let kinds: i64 = env.value("SELECT count(*) FROM poke_log WHERE kind IN ('paused', 'resumed')");
     assert_eq!(kinds, 2);
 }

@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
 use super::rows::{
-    ACTIVITY_CMD_COLUMN, AGENT_COLUMNS, COMMAND_COLUMN, LOG_COLUMNS, ONLY_IF_COLUMN, agent_from_row, argv_from_json,
-    log_from_row,
+    ACTIVITY_CMD_COLUMN, AGENT_COLUMNS, COMMAND_COLUMN, LOG_COLUMNS, ONLY_IF_COLUMN, agent_from_row,
+    argv_from_json, log_from_row,
 };
 use crate::agent::{Agent, AgentId, Rung};
 use crate::clock::Millis;
