@@ -537,6 +537,18 @@ pub(super) fn command_env(store: &Store, agent: &Agent, poke: Option<&Started>) 
     env
 }
 
+/// Runs one of an agent's commands with the daemon's timeout, grace and cancel flag.
+pub(super) fn run_with(shared: &Shared<'_>, argv: &[String], env: &[(String, OsString)]) -> CommandResult {
+    run_command(
+        argv,
+        env,
+        shared.options.command_timeout,
+        shared.options.grace,
+        shared.cancel,
+        &mut |_| {},
+    )
+}
+
 /// Runs a committed poke's or escalation's command and says how it ended.
 pub(super) fn carry_out(shared: &Shared<'_>, poke: &Started) -> Finished {
     let Some(argv) = &poke.command else {
@@ -553,14 +565,7 @@ pub(super) fn carry_out(shared: &Shared<'_>, poke: &Started) -> Finished {
         );
     };
     let env = command_env(shared.store, &poke.agent, Some(poke));
-    let result = run_command(
-        argv,
-        &env,
-        shared.options.command_timeout,
-        shared.options.grace,
-        shared.cancel,
-        &mut |_| {},
-    );
+    let result = run_with(shared, argv, &env);
     tracing::info!(
         agent = poke.agent.id.as_str(),
         misses = poke.agent.consecutive_misses,

@@ -16,9 +16,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::command::{CommandResult, run_command};
+use super::command::CommandResult;
 use super::heartbeat::Heartbeats;
-use super::pass::{Done, PassOptions, PassReport, carry_out, command_env, finished, log_sent};
+use super::pass::{Done, PassOptions, PassReport, carry_out, command_env, finished, log_sent, run_with};
 use super::probe::{ProbeHealth, parse_instant};
 use crate::agent::Agent;
 use crate::clock::{Clock, Millis};
@@ -206,14 +206,7 @@ fn begin(
 fn run_check(shared: &Shared<'_>, agent: &Agent, argv: &[String], what: &str) -> CommandResult {
     let mut env = command_env(shared.store, agent, None);
     env.push(("POKED_CHECK".to_string(), what.into()));
-    run_command(
-        argv,
-        &env,
-        shared.options.command_timeout,
-        shared.options.grace,
-        shared.cancel,
-        &mut |_| {},
-    )
+    run_with(shared, argv, &env)
 }
 
 /// Runs the probe; its instant, or `None` (logged when it starts failing).
