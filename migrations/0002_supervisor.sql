@@ -5,8 +5,9 @@
 -- each activity source (`heartbeat_seen_at`, `probe_seen_at`), so a restart never counts one
 -- again. `next_due_at` becomes the later of P, A and H. A generated column cannot be altered, so
 -- `agents` is rebuilt; `poke_log` is rebuilt too, for its new kinds (`skip`, `escalation`) and
--- outcome (`held`) and for an AUTOINCREMENT id, which is never given out again after a purge (so
--- `history --follow` cannot miss a row). Both rebuilds follow SQLite's documented procedure
+-- outcome (`held`), for an AUTOINCREMENT id, which is never given out again after a purge (so
+-- `history --follow` cannot miss a row), and without `pgid`, which nothing read (recovery finds
+-- a command by its environment) and which cost every poke a third flushed transaction. Both rebuilds follow SQLite's documented procedure
 -- (create the new table, copy, drop the old, rename), inside the one transaction the migration
 -- runs in, keeping every row and every id. The views are dropped first and made again, with the
 -- new columns added after the old ones.

@@ -184,3 +184,23 @@ pub fn sqlite_message(e: &rusqlite::Error) -> String {
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_error_has_one_exit_code_wherever_it_arises() {
+        let exists = || Error::exists("x");
+        assert_eq!(exists().exit_code(), 1);
+        let at_line = Error::AtLine {
+            line: 3,
+            source: Box::new(exists()),
+            written: "nothing written".into(),
+        };
+        assert_eq!(at_line.exit_code(), 1, "import's taken id exits as add's does");
+        assert_eq!(Error::NotPending(7).exit_code(), 1, "not a usage error");
+        assert_eq!(Error::invalid("id", "x y", "no spaces").exit_code(), 2);
+        assert_eq!(Error::UnknownAgent("x".into()).exit_code(), 3);
+    }
+}
