@@ -308,3 +308,62 @@ fn the_embedding_example_keeps_its_backoff_across_restarts() {
     assert!(second.contains("stats: gastown-witness 675000 ms"), "{second}");
     assert!(second.contains("stats: mayor 300000 ms"), "{second}");
 }
+
+#[test]
+fn the_vocabulary_matches_the_schema_checks() {
+    use poked::log::{Kind, Outcome};
+    use std::collections::BTreeSet;
+    let (env, store) = new_store();
+    drop(store);
+    let sql: String = env.value("SELECT sql FROM sqlite_schema WHERE name = 'poke_log'");
+    // The words a column's own CHECK lists: `column = 'word'` from its definition to its end.
+    let listed = |column: &str| -> BTreeSet<String> {
+        let start = sql
+            .find(&format!("\n    {column} "))
+            .unwrap_or_else(|| panic!("no {column} column in {sql}"));
+        let definition = &sql[start..];
+        let definition = &definition[..definition.find("),\n").expect("the end of the CHECK")];
+        definition
+            .split(&format!("{column} = '"))
+            .skip(1)
+            .map(|rest| rest[..rest.find('\'').unwrap()].to_string())
+            .collect()
+    };
+    let kinds: BTreeSet<String> = Kind::ALL.iter().map(|k| k.as_str().to_string()).collect();
+    let outcomes: BTreeSet<String> = Outcome::ALL.iter().map(|o| o.as_str().to_string()).collect();
+    assert_eq!(
+        listed("kind"),
+        kinds,
+        "the kinds in the schema and in poked::log::Kind differ"
+    );
+    assert_eq!(
+        listed("outcome"),
+        outcomes,
+        "the outcomes in the schema and in poked::log::Outcome differ"
+    );
+    // And SQLite holds to them: every word goes in, a new one does not.
+    let mut conn = env.sql();
+    let tx = conn.transaction().unwrap();
+    let insert = |kind: &str, outcome: Option<&str>| {
+        tx.execute(
+            "INSERT INTO poke_log (agent_id, at, kind, interval_ms, consecutive_misses, outcome)
+             VALUES ('x', 0, ?1, 1, 0, ?2)",
+            rusqlite::params![kind, outcome],
+        )
+    };
+    for kind in Kind::ALL {
+        let has_outcome = matches!(kind, Kind::Poke | Kind::Escalation | Kind::Skip);
+        insert(kind.as_str(), has_outcome.then_some("sent")).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+    for outcome in Outcome::ALL {
+        insert("poke", Some(outcome.as_str())).unwrap_or_else(|e| panic!("{outcome}: {e}"));
+    }
+    assert!(
+        insert("nudge", None).is_err(),
+        "a kind poked does not know went in"
+    );
+    assert!(
+        insert("poke", Some("lost")).is_err(),
+        "an outcome poked does not know went in"
+    );
+}

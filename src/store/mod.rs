@@ -155,6 +155,7 @@ impl std::ops::DerefMut for Conn<'_> {
 pub struct Store {
     conns: Conns,
     spec: open::ConnSpec,
+    space: space::Guard,
 }
 
 impl Store {
@@ -176,6 +177,7 @@ impl Store {
             return Ok(Store {
                 conns: Conns::One(Arc::new(Mutex::new(conn))),
                 spec,
+                space: space::Guard::default(),
             });
         }
         drop(conn);
@@ -212,6 +214,7 @@ impl Store {
         Ok(Store {
             conns: Conns::Pool(pool),
             spec,
+            space: space::Guard::default(),
         })
     }
 
@@ -243,7 +246,7 @@ impl Store {
                 detail: "the file is not writable by this user".into(),
             });
         }
-        space::ensure_space(&self.spec.path)?;
+        self.space.ensure(&self.spec.path)?;
         let mut conn = self.conn()?;
         let run = || {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

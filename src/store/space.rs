@@ -3,7 +3,8 @@
 //! # The free-space guard
 //!
 //! Every write transaction, and every migration, first asks the file system holding the
-//! database how much space is available to unprivileged users (`statvfs`'s `f_bavail`, so the
+//! database (a store that last found 64 MiB or more asks again after 100 ms, see [`Guard`])
+//! how much space is available to unprivileged users (`statvfs`'s `f_bavail`, so the
 //! blocks ext4 reserves for root stay for the system even when poked runs as root). Below
 //! [`MIN_FREE`] the write is refused with [`Error::DiskFull`] before SQLite touches anything:
 //! the transition does not happen, the command exits 1 with a clear message, the daemon logs
@@ -34,7 +35,7 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{BUSY_TIMEOUT, JOURNAL_SIZE_LIMIT, Store, wal_path};
 use crate::error::{Error, Result};
@@ -72,6 +73,43 @@ pub fn ensure_space(db: &Path) -> Result<()> {
         return Err(Error::DiskFull(db.to_path_buf()));
     }
     Ok(())
+}
+
+/// With at least this much available, the next [`RECHECK`] of writes need not ask again.
+const PLENTY: u64 = 64 * 1024 * 1024;
+
+/// How long a measurement of [`PLENTY`] holds. Even a `-wal` that a long reader keeps from
+/// being reset grows by at most a few hundred MB/s, so 64 MiB cannot be used up in 100 ms.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// The free-space guard of one [`Store`]: [`ensure_space`] before every write, except that a
+/// disk found to have [`PLENTY`] available is not asked again for [`RECHECK`] (a `statvfs`
+/// per transition was a measurable part of a transition at `synchronous=NORMAL`). Near the
+/// threshold every write asks.
+/// A store's clones share it.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Guard {
+    plenty_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Guard {
+    pub(super) fn ensure(&self, db: &Path) -> Result<()> {
+        let mut until = self.plenty_until.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if until.is_some_and(|until| now < until) {
+            return Ok(());
+        }
+        let dir = match db.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let free = available(dir);
+        *until = free.filter(|&free| free >= PLENTY).map(|_| now + RECHECK);
+        if free.is_some_and(|free| free < MIN_FREE) {
+            return Err(Error::DiskFull(db.to_path_buf()));
+        }
+        Ok(())
+    }
 }
 
 impl Store {
