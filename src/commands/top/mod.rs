@@ -2,9 +2,10 @@
 //!
 //! The loop draws, then waits for a key, a commit or the next whole second, whichever comes
 //! first ([`Poll::wait_or`], the `PRAGMA data_version` poll the daemon's readers use, with the
-//! terminal's input as its step). A commit reloads the rows; a tick only redraws from memory,
-//! so an idle view costs a cheap pragma every [`poked::daemon::watch::POLL_INTERVAL`] and one
-//! redraw a second. Keys write through the same store methods as `poked pause`, `reset` and
+//! terminal's input as its step). A commit reloads the rows, at most once every [`RELOAD_GAP`]
+//! (a daemon catching up commits every millisecond); a tick only redraws from memory, so an
+//! idle view costs a cheap pragma every [`poked::daemon::watch::POLL_INTERVAL`] and one redraw
+//! a second. Keys write through the same store methods as `poked pause`, `reset` and
 //! `activity`, with the time and jitter draw of the [`Context`]; a failed write (a read-only
 //! file, a busy lock) shows in the status line and the view goes on.
 //!
@@ -18,7 +19,7 @@ mod keys;
 mod tests;
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event};
 use ratatui::DefaultTerminal;
@@ -44,17 +45,27 @@ pub fn top(ctx: &Context) -> Result<()> {
     let mut app = App::new(store, ctx.now())?;
     let colour = std::env::var_os("NO_COLOR").is_none();
     let mut screen = Screen::enter()?;
+    // Commits seen but not yet read: a daemon that commits every millisecond (a catch-up) would
+    // otherwise have the view re-read a large fleet back to back.
+    let (mut stale, mut reloaded) = (false, Instant::now());
     while !poll.stopped() {
+        if stale && reloaded.elapsed() >= RELOAD_GAP {
+            reload(&mut app, ctx);
+            (stale, reloaded) = (false, Instant::now());
+        }
         let now = ctx.now();
         screen
             .0
             .draw(|frame| draw::render(frame, &mut app, View { now, colour }))
             .map_err(terminal_err)?;
         // Redraw when the clock reaches its next whole second, so the countdowns tick together.
-        let tick = Duration::from_millis(u64::try_from(1000 - now.rem_euclid(1000)).unwrap_or(1000));
-        let woke = poll.wait_or(tick, |step| event::poll(step).map_err(terminal_err))?;
+        let mut wait = Duration::from_millis(u64::try_from(1000 - now.rem_euclid(1000)).unwrap_or(1000));
+        if stale {
+            wait = wait.min(RELOAD_GAP.saturating_sub(reloaded.elapsed()));
+        }
+        let woke = poll.wait_or(wait, |step| event::poll(step).map_err(terminal_err))?;
         match woke {
-            Woke::Changed => reload(&mut app, ctx),
+            Woke::Changed => stale = true,
             Woke::Elapsed => {}
             Woke::Ready => {
                 // Resizes, focus and the mouse need nothing but the redraw that follows.
@@ -72,6 +83,9 @@ pub fn top(ctx: &Context) -> Result<()> {
     }
     Ok(())
 }
+
+/// The least time between two reads of the database: a commit shows within this (and the read).
+const RELOAD_GAP: Duration = Duration::from_millis(500);
 
 /// Does what a key asks (other than quitting).
 fn act(app: &mut App, ctx: &Context, action: Action) {
