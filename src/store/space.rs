@@ -3,7 +3,7 @@
 //! # The free-space guard
 //!
 //! Every write transaction, and every migration, first asks the file system holding the
-//! database (a store that last found 64 MiB or more asks again after 100 ms, see [`Guard`])
+//! database (a store that last found 64 MiB or more asks again after 100 ms, see `Guard`)
 //! how much space is available to unprivileged users (`statvfs`'s `f_bavail`, so the
 //! blocks ext4 reserves for root stay for the system even when poked runs as root). Below
 //! [`MIN_FREE`] the write is refused with [`Error::DiskFull`] before SQLite touches anything:
