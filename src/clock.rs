@@ -79,9 +79,10 @@ impl Clock for FixedClock {
 /// The name of the variable that fixes "now".
 pub const NOW_VAR: &str = "POKED_NOW";
 
-/// The clock for this process: fixed at `POKED_NOW` when it is set, else the system clock.
+/// The clock for this process: fixed at `POKED_NOW` when it is set, else the system clock. Set
+/// to nothing (`POKED_NOW= poked …`) it is unset, as `POKED_DB` and `POKED_SYNCHRONOUS` are.
 pub fn from_env() -> Result<Arc<dyn Clock>> {
-    match std::env::var_os(NOW_VAR) {
+    match std::env::var_os(NOW_VAR).filter(|v| !v.is_empty()) {
         None => Ok(Arc::new(SystemClock)),
         Some(raw) => {
             let text = raw

@@ -45,13 +45,17 @@ impl Draw for FixedDraw {
 /// The name of the variable that pins the draw.
 pub const DRAW_VAR: &str = "POKED_DRAW";
 
-/// The draw for this process: pinned by `POKED_DRAW` when set, else random.
+/// The draw for this process: pinned by `POKED_DRAW` when set (to something), else random.
 pub fn from_env() -> Result<Box<dyn Draw>> {
-    match std::env::var(DRAW_VAR) {
-        Err(_) => Ok(Box::new(SystemDraw::default())),
-        Ok(text) => match text.trim().parse::<f64>() {
-            Ok(x) if (0.0..1.0).contains(&x) => Ok(Box::new(FixedDraw(x))),
-            _ => Err(Error::invalid(DRAW_VAR, text, "must be a number in [0, 1)")),
+    match std::env::var_os(DRAW_VAR).filter(|v| !v.is_empty()) {
+        None => Ok(Box::new(SystemDraw::default())),
+        Some(raw) => match raw.to_str().and_then(|text| text.trim().parse::<f64>().ok()) {
+            Some(x) if (0.0..1.0).contains(&x) => Ok(Box::new(FixedDraw(x))),
+            _ => Err(Error::invalid(
+                DRAW_VAR,
+                raw.to_string_lossy(),
+                "must be a number in [0, 1)",
+            )),
         },
     }
 }

@@ -14,9 +14,18 @@ use crate::common::{Env, assert_error, must, output_within, poked, tree};
 /// checks a refusal: exit `code`, one line on stderr, `needle` in it, nothing on stdout, no
 /// panic, an answer within 2 s, and no file below `home` created or changed.
 fn refused(home: &Path, db: &Path, args: &[&OsStr], code: i32, needle: &str) {
+    refused_with(home, db, &[], args, code, needle);
+}
+
+/// [`refused`] with variables set in poked's environment.
+fn refused_with(home: &Path, db: &Path, vars: &[(&str, &str)], args: &[&OsStr], code: i32, needle: &str) {
     let before = tree(home);
     let out = output_within(
-        poked(db).current_dir(home).env("HOME", home).args(args),
+        poked(db)
+            .current_dir(home)
+            .env("HOME", home)
+            .envs(vars.iter().copied())
+            .args(args),
         Duration::from_secs(2),
     );
     let shown: Vec<_> = args
@@ -376,6 +385,36 @@ fn a_metrics_port_in_use_is_refused_before_anything_is_poked() {
     refused_str(home, &env.db, &["run", "--metrics-listen", &address], 1, &needle);
     let pokes = "SELECT count(*) FROM poke_log WHERE kind = 'poke'";
     assert_eq!(env.count(pokes), 0, "poked although it could not listen");
+}
+
+#[test]
+fn bad_environment_values_are_refused_and_set_to_nothing_mean_unset() {
+    let env = one_poked_agent();
+    let home = env.dir.path();
+    let activity: Vec<&OsStr> = ["activity", "a"].iter().map(OsStr::new).collect();
+    for (var, value) in [
+        ("POKED_NOW", "yesterday"),
+        ("POKED_NOW", "2026-13-01T00:00:00Z"),
+        ("POKED_DRAW", "1.5"),
+        ("POKED_DRAW", "nan"),
+        ("POKED_DRAW", "-0.1"),
+        ("POKED_SYNCHRONOUS", "off"),
+    ] {
+        refused_with(home, &env.db, &[(var, value)], &activity, 2, var);
+    }
+    // `POKED_NOW= poked …` clears a variable for one command, as it does POKED_DB.
+    for var in ["POKED_NOW", "POKED_DRAW", "POKED_SYNCHRONOUS"] {
+        let out = poked(&env.db)
+            .env(var, "")
+            .args(["activity", "a"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{var} set to nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 // Defects a review found (issue 9), each pinned by a test written before its fix.
