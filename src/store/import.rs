@@ -19,7 +19,7 @@ use rusqlite::{Connection, params};
 
 use super::Store;
 use super::queries::rungs;
-use super::rows::{AGENT_COLUMNS, INSERT_AGENT, agent_from_row, with_agent_values};
+use super::rows::{ALL_AGENTS, INSERT_AGENT, agent_from_row, with_agent_values};
 use super::transitions::insert_rungs;
 use crate::agent::{Agent, AgentRecord, Rung, Settings};
 use crate::clock::Millis;
@@ -121,7 +121,7 @@ impl Store {
     /// holding them all in memory. An error from `f` stops the walk and is returned.
     pub fn each_agent(&self, mut f: impl FnMut(Agent, Vec<Rung>) -> Result<()>) -> Result<()> {
         self.snapshot(|conn| {
-            let mut stmt = conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"))?;
+            let mut stmt = conn.prepare_cached(ALL_AGENTS)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let agent = agent_from_row(row)?;

@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
 use super::rows::{
-    ACTIVITY_CMD_COLUMN, AGENT_COLUMNS, COMMAND_COLUMN, LOG_COLUMNS, ONLY_IF_COLUMN, agent_from_row,
-    argv_from_json, log_from_row,
+    ACTIVITY_CMD_COLUMN, AGENT_BY_ID, ALL_AGENTS, COMMAND_COLUMN, DUE_AGENTS, LOG_COLUMNS, NEXT_DUE_AGENT,
+    ONLY_IF_COLUMN, agent_from_row, argv_from_json, log_from_row,
 };
 use crate::agent::{Agent, AgentId, Rung};
 use crate::clock::Millis;
@@ -24,8 +24,12 @@ use crate::rules::{Cap, KnownLadder};
 
 /// The due query: at most `?2` agents whose `next_due_at` has come, soonest first (a negative
 /// limit means all). The index on `(next_due_at, id)` serves both the range and the order.
-fn due_sql() -> String {
-    format!("SELECT {AGENT_COLUMNS} FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id LIMIT ?2")
+/// One agent, read on `conn` (inside a transaction or a snapshot, or on its own).
+pub(super) fn agent_by_id(conn: &Connection, id: &AgentId) -> Result<Agent> {
+    conn.prepare_cached(AGENT_BY_ID)?
+        .query_row([id.as_str()], agent_from_row)
+        .optional()?
+        .ok_or_else(|| Error::UnknownAgent(id.to_string()))
 }
 
 /// The agents a due query found.
@@ -56,7 +60,7 @@ pub(super) fn due_rows(
     limit: usize,
     wanted: &mut dyn FnMut(&str, bool) -> bool,
 ) -> Result<Due> {
-    let mut stmt = conn.prepare_cached(&due_sql())?;
+    let mut stmt = conn.prepare_cached(DUE_AGENTS)?;
     let limit = i64::try_from(limit).unwrap_or(-1);
     let mut rows = stmt.query(params![now, limit])?;
     let mut due = Due::default();
@@ -248,18 +252,13 @@ pub(super) fn query_log(conn: &Connection, filter: &HistoryFilter) -> Result<Vec
 impl Store {
     /// One agent.
     pub fn agent(&self, id: &AgentId) -> Result<Agent> {
-        self.read(|conn| {
-            conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
-                .query_row([id.as_str()], agent_from_row)
-                .optional()?
-                .ok_or_else(|| Error::UnknownAgent(id.to_string()))
-        })
+        self.read(|conn| agent_by_id(conn, id))
     }
 
     /// Every agent, by id.
     pub fn agents(&self) -> Result<Vec<Agent>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"))?;
+            let mut stmt = conn.prepare_cached(ALL_AGENTS)?;
             let rows = stmt.query_map([], agent_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -268,7 +267,7 @@ impl Store {
     /// The agents due at `at`, soonest first (an index range scan).
     pub fn due(&self, at: Millis) -> Result<Vec<Agent>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&due_sql())?;
+            let mut stmt = conn.prepare_cached(DUE_AGENTS)?;
             let rows = stmt.query_map(params![at, -1], agent_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -278,9 +277,7 @@ impl Store {
     pub fn next_due(&self) -> Result<Option<Agent>> {
         self.read(|conn| {
             Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {AGENT_COLUMNS} FROM agents WHERE next_due_at IS NOT NULL ORDER BY next_due_at, id LIMIT 1"
-                ))?
+                .prepare_cached(NEXT_DUE_AGENT)?
                 .query_row([], agent_from_row)
                 .optional()?)
         })
@@ -289,7 +286,7 @@ impl Store {
     /// `EXPLAIN QUERY PLAN` of the due query, one line per step (for tests).
     pub fn due_query_plan(&self) -> Result<Vec<String>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", due_sql()))?;
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {DUE_AGENTS}"))?;
             let rows = stmt.query_map([0i64, 512], |row| row.get::<_, String>(3))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -322,11 +319,7 @@ impl Store {
     /// `plan` decide from.
     pub fn agent_with_ladder(&self, id: &AgentId, now: Millis) -> Result<Decidable> {
         self.snapshot(|conn| {
-            let agent = conn
-                .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
-                .query_row([id.as_str()], agent_from_row)
-                .optional()?
-                .ok_or_else(|| Error::UnknownAgent(id.to_string()))?;
+            let agent = agent_by_id(conn, id)?;
             let ladder = KnownLadder {
                 rungs: rungs(conn, id)?,
                 cap: Some(cap(conn, &agent, now)?),

@@ -7,11 +7,36 @@ use rusqlite::{Row, ToSql};
 use crate::agent::{Agent, AgentId, Settings};
 use crate::log::LogRow;
 
-/// The columns of `agents` in the order [`agent_from_row`] reads them.
-pub(super) const AGENT_COLUMNS: &str = "id, strategy, base_interval_ms, max_interval_ms, factor, jitter, fresh_ms, \
-     very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at, last_activity_at, paused, \
-     command, heartbeat_file, created_at, updated_at, next_due_at, activity_cmd, echo_ms, only_if, grace_ms, \
-     escalate_limit, escalate_window_ms, held_until_at, heartbeat_seen_at, probe_seen_at";
+/// The columns of `agents` in the order [`agent_from_row`] reads them (a macro, so the
+/// statements below are put together at compile time rather than at every call).
+macro_rules! agent_columns {
+    () => {
+        "id, strategy, base_interval_ms, max_interval_ms, factor, jitter, fresh_ms, \
+         very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at, last_activity_at, paused, \
+         command, heartbeat_file, created_at, updated_at, next_due_at, activity_cmd, echo_ms, only_if, grace_ms, \
+         escalate_limit, escalate_window_ms, held_until_at, heartbeat_seen_at, probe_seen_at"
+    };
+}
+
+/// One agent by id.
+pub(super) const AGENT_BY_ID: &str = concat!("SELECT ", agent_columns!(), " FROM agents WHERE id = ?1");
+
+/// Every agent, by id.
+pub(super) const ALL_AGENTS: &str = concat!("SELECT ", agent_columns!(), " FROM agents ORDER BY id");
+
+/// At most `?2` agents due at `?1`, soonest first: a range scan of `agents_next_due`.
+pub(super) const DUE_AGENTS: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id LIMIT ?2"
+);
+
+/// The agent due soonest, paused agents aside.
+pub(super) const NEXT_DUE_AGENT: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM agents WHERE next_due_at IS NOT NULL ORDER BY next_due_at, id LIMIT 1"
+);
 
 fn bad(col: usize, ty: Type, e: impl Into<String>) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, ty, e.into().into())
@@ -104,12 +129,12 @@ pub(super) fn with_agent_values<T>(agent: &Agent, f: impl FnOnce(&[&dyn ToSql; 2
     ])
 }
 
-/// Where [`AGENT_COLUMNS`] puts the command, the probe and the gate.
+/// Where `agent_columns!` puts the command, the probe and the gate.
 pub(super) const COMMAND_COLUMN: usize = 14;
 pub(super) const ACTIVITY_CMD_COLUMN: usize = 19;
 pub(super) const ONLY_IF_COLUMN: usize = 21;
 
-/// Reads one `agents` row selected with [`AGENT_COLUMNS`].
+/// Reads one `agents` row selected with `agent_columns!` (the statements above).
 pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     let id: String = row.get(0)?;
     let strategy: String = row.get(1)?;

@@ -11,9 +11,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::Store;
-use super::rows::{
-    AGENT_COLUMNS, SAVE_AGENT, SAVED_VALUES, agent_from_row, argv_from_json, argv_json, with_agent_values,
-};
+use super::rows::{SAVE_AGENT, SAVED_VALUES, argv_from_json, argv_json, with_agent_values};
 use crate::agent::{Agent, AgentId, Rung, Settings, validate_ladder};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
@@ -204,11 +202,7 @@ impl<'c> Tx<'c> {
 
     /// One agent.
     pub fn agent(&self, id: &AgentId) -> Result<Agent> {
-        self.tx
-            .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
-            .query_row([id.as_str()], agent_from_row)
-            .optional()?
-            .ok_or_else(|| Error::UnknownAgent(id.to_string()))
+        super::queries::agent_by_id(&self.tx, id)
     }
 
     /// At most `limit` agents due at `now`, soonest first (an index range scan), of which only
