@@ -315,6 +315,37 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
 }
 
 #[test]
+fn a_pass_with_nothing_to_do_commits_nothing() {
+    // Every pass wakes the daemon's change watcher, its own commits included, so a pass that
+    // recorded its time whatever it did woke the next one: the daemon went on committing (and
+    // flushing) its `last_pass_at` in a loop after every poke. A trigger counts those records.
+    let env = Env::new();
+    add(&env, &argv("slow --base 1h -- sleep 2", &[]));
+    env.sql()
+        .execute_batch(
+            "CREATE TABLE passes (at INTEGER);
+             CREATE TRIGGER count_passes AFTER UPDATE OF last_pass_at ON daemon
+             BEGIN INSERT INTO passes VALUES (new.last_pass_at); END;",
+        )
+        .unwrap();
+    let daemon = Daemon::start(&env.db, &[]);
+    let pending = "SELECT count(*) FROM poke_log WHERE outcome = 'pending'";
+    assert!(wait_for(Duration::from_secs(10), || env.count(pending) == 1));
+    let before = env.count("SELECT count(*) FROM passes");
+    // The window ends when the command's outcome lands on its row, two seconds on.
+    let ok = "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND outcome = 'ok'";
+    assert!(wait_for(Duration::from_secs(20), || env.count(ok) == 1));
+    let during = env.count("SELECT count(*) FROM passes") - before;
+    // At most the pass that recorded the outcome, and the first pass's refresh of an idle
+    // daemon's record if it came after the poke was seen.
+    assert!(
+        during <= 2,
+        "the daemon recorded {during} passes while nothing but one command happened\n{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
 fn retain_prunes_old_log_rows_but_keeps_each_agents_newest() {
     let env = Env::new();
     let three_hours_ago =

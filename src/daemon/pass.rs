@@ -344,7 +344,10 @@ impl Scheduler<'_> {
                 report = PassReport::default();
             } else {
                 tx.release("pass")?;
-                if record_pass {
+                // Only a pass that wrote something records its time: the daemon's watcher sees
+                // every commit, its own included, so a pass of nothing that committed would
+                // wake the next one, and so on (an idle daemon refreshes its record itself).
+                if record_pass && tx.wrote() {
                     tx.record_pass(now)?;
                 }
             }

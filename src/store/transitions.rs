@@ -149,11 +149,23 @@ impl Entry {
 pub struct Tx<'c> {
     tx: Transaction<'c>,
     abandoned: bool,
+    /// The connection's count of rows written, when the transaction began.
+    changes_at_begin: u64,
 }
 
 impl<'c> Tx<'c> {
     pub(super) fn new(tx: Transaction<'c>) -> Tx<'c> {
-        Tx { tx, abandoned: false }
+        let changes_at_begin = tx.total_changes();
+        Tx {
+            tx,
+            abandoned: false,
+            changes_at_begin,
+        }
+    }
+
+    /// Whether a statement of this transaction inserted, updated or deleted a row.
+    pub fn wrote(&self) -> bool {
+        self.tx.total_changes() != self.changes_at_begin
     }
 
     /// Commits, or rolls back when abandoned.
