@@ -239,7 +239,7 @@ impl Scheduler<'_> {
             }
         }
         // The prepared agents' transitions are committed by the workers: wait for them.
-        while self.in_flight() > self.unrecorded.len() {
+        while self.running() > 0 {
             self.wait_for_done(Instant::now() + Duration::from_secs(3600));
         }
         total.add(self.worker_report());
@@ -251,7 +251,9 @@ impl Scheduler<'_> {
     pub fn pass(&mut self, now: Millis, allow_misses: bool) -> Result<PassReport> {
         self.collect_done();
         let stopping = self.stop.load(Ordering::SeqCst);
-        let mut free = self.options.concurrency.saturating_sub(self.in_flight.len());
+        // An outcome waiting to be recorded holds its agent but no slot: this pass records it
+        // and may start the next command in the same commit.
+        let mut free = self.options.concurrency.saturating_sub(self.running());
         let mut report = PassReport::default();
         let mut started: Vec<Started> = Vec::new();
         let mut prepared: Vec<Agent> = Vec::new();
@@ -416,6 +418,11 @@ impl Scheduler<'_> {
         self.in_flight.len()
     }
 
+    /// How many jobs the workers have (commands running or about to): the slots in use.
+    pub fn running(&self) -> usize {
+        self.in_flight.len() - self.unrecorded.len()
+    }
+
     /// What the workers committed for agents with a probe or a gate.
     pub fn worker_report(&self) -> &PassReport {
         &self.workers
@@ -490,7 +497,7 @@ impl Scheduler<'_> {
                 }
                 Err(_) => {}
             }
-            let jobs_left = self.in_flight.len() > self.unrecorded.len();
+            let jobs_left = self.running() > 0;
             if !jobs_left && self.unrecorded.is_empty() {
                 return;
             }

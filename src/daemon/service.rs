@@ -337,7 +337,7 @@ impl Daemon<'_> {
                 continue;
             }
             if report.deferred {
-                if scheduler.in_flight() >= self.options.pass.concurrency {
+                if scheduler.running() >= self.options.pass.concurrency {
                     self.sleep(scheduler, Instant::now() + POLL, Some(seen))?;
                 }
                 continue;
