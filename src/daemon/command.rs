@@ -4,40 +4,38 @@
 //! This module owns everything between "here is an argv" and "here is what happened": spawning
 //! the program directly (no shell) with stdin on `/dev/null`, putting it in a process group of
 //! its own so that the whole tree it forks can be signalled at once, draining stdout and stderr
-//! on one helper thread so a chatty command can neither deadlock on a full pipe nor grow our
-//! memory (only the first [`STDOUT_CAP`] bytes of stdout, for a probe's answer, and the first
-//! [`DETAIL_CAP`] bytes of stderr are kept), enforcing the timeout and the caller's cancel flag
-//! with a SIGTERM → grace → SIGKILL sequence aimed at the whole group, and always reaping the
-//! child. Commands never see the systemd variables meant for poked itself (`NOTIFY_SOCKET`,
-//! `WATCHDOG_*`, `LISTEN_*`).
+//! so a chatty command can neither deadlock on a full pipe nor grow our memory (only the first
+//! [`STDOUT_CAP`] bytes of stdout, for a probe's answer, and the first [`DETAIL_CAP`] bytes of
+//! stderr are kept), enforcing the timeout and the caller's cancel flag with a SIGTERM → grace
+//! → SIGKILL sequence aimed at the whole group, and always reaping the child. Commands never
+//! see the systemd variables meant for poked itself (`NOTIFY_SOCKET`, `WATCHDOG_*`,
+//! `LISTEN_*`).
 //!
 //! Design notes:
 //!
-//! * A waiter thread blocks in `waitid(..., WEXITED | WNOWAIT)`: it learns that the group
-//!   leader has exited *without reaping it*. The leader stays a zombie until the very end, so
-//!   its pid — which is also the pgid — cannot be recycled while we still send signals to
-//!   `-pgid`. Only after the final SIGKILL to the group is the leader reaped with
-//!   [`Child::wait`].
+//! * The calling thread does all the watching with one `poll(2)` over the leader's pidfd and
+//!   both pipes: no helper thread, channel or lock per command (two threads per command cost
+//!   more than the bookkeeping of the poke itself). A pidfd becomes readable when the leader
+//!   exits and does *not* reap it: the leader stays a zombie until the very end, so its pid —
+//!   which is also the pgid — cannot be recycled while we still send signals to `-pgid`. Only
+//!   after the final SIGKILL to the group is the leader reaped with [`Child::wait`]. On a
+//!   kernel without pidfds (before Linux 5.3) the loop asks `waitid(WNOHANG | WNOWAIT)`
+//!   instead, every [`NO_PIDFD_SLICE`] at most.
 //! * The poke owns its process group: whatever way the leader ends (normal exit included),
 //!   leftover members of the group get SIGTERM, up to `grace` to go (we stop waiting early once
 //!   the leader has exited and both pipes are closed), then SIGKILL.
-//! * Processes that left the group (`setsid`) are out of reach and may keep our pipes open.
-//!   The pipe reader `poll`s both pipes in short slices and looks at a stop flag between them,
-//!   so after a short drain we tell it to stop and wait for it: no thread of a command outlives
-//!   the daemon's interest in it.
+//! * Processes that left the group (`setsid`) are out of reach and may keep our pipes open:
+//!   after a short drain once the leader is reaped, we stop reading them and close our ends.
 //! * On timeout or cancel, `exit_code` reports the leader's real status: `None` when it died
 //!   from a signal (the usual case), `Some(code)` when it exited with a code during the grace
 //!   period (e.g. from a SIGTERM handler).
 
 use std::ffi::OsString;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::log::Outcome;
@@ -67,11 +65,14 @@ pub const STDOUT_CAP: usize = 4096;
 /// Longest single wait between two looks at the cancel flag.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
+/// Longest single wait between two looks at the leader when the kernel gives no pidfd.
+const NO_PIDFD_SLICE: Duration = Duration::from_millis(5);
+
 /// How long to keep draining pipes after the group has been killed and the
 /// leader reaped. Only processes that escaped the group can hold them open.
 const PIPE_DRAIN: Duration = Duration::from_millis(500);
 
-/// Size of the read buffer used by the pipe reader.
+/// Size of the read buffer.
 const READ_CHUNK: usize = 8192;
 
 /// The variables of poked's own supervisor, never passed on to a command.
@@ -128,30 +129,12 @@ pub fn run_command(
     on_spawn(pid);
     // `Child::id` is a `pid_t` widened to `u32`, so this round-trips exactly.
     let pgid = pid as libc::pid_t;
-
-    let Supervisor {
-        mut tracker,
-        capture,
-        stop_reader,
-        helper_error,
-    } = Supervisor::start(&mut child, pgid);
-
-    if let Some(err) = helper_error {
-        // Without all helpers we cannot supervise safely: kill and reap.
-        signal_group(pgid, libc::SIGKILL);
-        tracker.wait_until(None, |t| t.waiter_done);
-        let _ = child.wait();
-        let duration_ms = millis(start.elapsed());
-        stop_reader.store(true, Ordering::SeqCst);
-        tracker.wait_until(Instant::now().checked_add(PIPE_DRAIN), |t| t.readers_open == 0);
-        let note = format!("could not start helper thread: {err}");
-        return finish(Outcome::Error, None, duration_ms, vec![note], &capture);
-    }
+    let mut watch = Watch::new(&mut child, pgid);
 
     let deadline = start.checked_add(timeout);
     let end = loop {
-        if tracker.waiter_done {
-            break match tracker.wait_error.take() {
+        if watch.exited {
+            break match watch.wait_error.take() {
                 Some(err) => End::WaitFailed(err),
                 None => End::Exited,
             };
@@ -169,7 +152,7 @@ pub fn run_command(
             }
             None => POLL_SLICE,
         };
-        tracker.pump(Some(slice));
+        watch.step(slice);
     };
 
     // Clean up the group. If the leader has exited it is still an unreaped
@@ -179,28 +162,27 @@ pub fn run_command(
     }
     signal_group(pgid, libc::SIGTERM);
     let grace_deadline = Instant::now().checked_add(grace);
-    tracker.wait_until(grace_deadline, |t| t.waiter_done && t.readers_open == 0);
+    watch.until(grace_deadline, |w| w.exited && w.pipes_closed());
     signal_group(pgid, libc::SIGKILL);
     // SIGKILL cannot be ignored, so the leader's exit is now imminent.
-    tracker.wait_until(None, |t| t.waiter_done);
+    watch.until(None, |w| w.exited);
     let status = child.wait();
     let duration_ms = millis(start.elapsed());
-    tracker.wait_until(Instant::now().checked_add(PIPE_DRAIN), |t| t.readers_open == 0);
-    if tracker.readers_open > 0 {
+    watch.until(Instant::now().checked_add(PIPE_DRAIN), Watch::pipes_closed);
+    if !watch.pipes_closed() {
         // Only a process that escaped the group can still hold the pipes: stop reading them.
         tracing::debug!(
             pgid,
             "pipes still open after the group was killed; no longer reading them"
         );
-        stop_reader.store(true, Ordering::SeqCst);
-        tracker.wait_until(None, |t| t.readers_open == 0);
     }
+    let capture = watch.capture;
 
     let status = match status {
         Ok(status) => status,
         Err(err) => {
             let note = format!("could not wait for `{program}`: {err}");
-            return finish(Outcome::Error, None, duration_ms, vec![note], &capture);
+            return finish(Outcome::Error, None, duration_ms, vec![note], capture);
         }
     };
     let exit_code = status.code();
@@ -218,7 +200,7 @@ pub fn run_command(
     } else {
         exit_code
     };
-    finish(outcome, exit_code, duration_ms, notes, &capture)
+    finish(outcome, exit_code, duration_ms, notes, capture)
 }
 
 /// Why supervision of a running leader stopped.
@@ -265,17 +247,14 @@ fn finish(
     exit_code: Option<i32>,
     duration_ms: i64,
     mut notes: Vec<String>,
-    capture: &Mutex<Capture>,
+    captured: Capture,
 ) -> CommandResult {
-    let captured = lock(capture);
     if let Some(err) = &captured.read_error {
         notes.push(format!("reading its output failed: {err}"));
     }
     if let Some(text) = render_stderr(&captured.stderr, captured.stderr_truncated) {
         notes.push(text);
     }
-    let stdout = captured.stdout.clone();
-    drop(captured);
     CommandResult {
         outcome,
         exit_code,
@@ -285,7 +264,7 @@ fn finish(
         } else {
             Some(notes.join("; "))
         },
-        stdout,
+        stdout: captured.stdout,
     }
 }
 
@@ -307,87 +286,51 @@ fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
     }
 }
 
-/// Blocks until process `pid` (our child) has exited, without reaping it.
-fn wait_for_exit(pid: libc::pid_t) -> io::Result<()> {
+/// A descriptor that becomes readable when process `pid` (our unreaped child) exits, or `None`
+/// when the kernel has no pidfds.
+fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    #[cfg(test)]
+    if tests::NO_PIDFD.get() {
+        return None;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: the descriptor was just created and nothing else owns it.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+/// Whether process `pid` (our child) has exited, without reaping it.
+fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
     let id = libc::id_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
         // SAFETY: siginfo_t is a plain C struct for which all-zeroes is valid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t for the whole call.
-        let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                id,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+            )
+        };
         if rc == 0 {
-            return Ok(());
+            // With WNOHANG and no exited child, `si_pid` stays zero.
+            // SAFETY: waitid filled `info` (or left it zeroed).
+            return Ok(unsafe { info.si_pid() } != 0);
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
-        }
-    }
-}
-
-/// Messages from the helper threads.
-enum Event {
-    /// The waiter thread is done: the leader exited (`Ok`, not yet reaped),
-    /// or waiting failed.
-    LeaderExited(io::Result<()>),
-    /// The pipe reader is done: both pipes reached EOF, an error, or it was told to stop.
-    ReaderDone,
-}
-
-/// What the helper threads have reported so far.
-struct Tracker {
-    rx: Receiver<Event>,
-    waiter_done: bool,
-    wait_error: Option<io::Error>,
-    readers_open: usize,
-}
-
-impl Tracker {
-    /// Handles at most one event, waiting up to `timeout` (forever if `None`).
-    fn pump(&mut self, timeout: Option<Duration>) {
-        let event = match timeout {
-            Some(timeout) => match self.rx.recv_timeout(timeout) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => return,
-                Err(RecvTimeoutError::Disconnected) => return self.all_gone(),
-            },
-            None => match self.rx.recv() {
-                Ok(event) => event,
-                Err(_) => return self.all_gone(),
-            },
-        };
-        match event {
-            Event::LeaderExited(result) => {
-                self.waiter_done = true;
-                self.wait_error = result.err();
-            }
-            Event::ReaderDone => self.readers_open = self.readers_open.saturating_sub(1),
-        }
-    }
-
-    /// Every helper has finished and dropped its sender.
-    fn all_gone(&mut self) {
-        self.waiter_done = true;
-        self.readers_open = 0;
-    }
-
-    /// Pumps events until `done` holds or `deadline` passes (`None`: no
-    /// deadline). Returns whether `done` holds.
-    fn wait_until(&mut self, deadline: Option<Instant>, done: impl Fn(&Self) -> bool) -> bool {
-        loop {
-            if done(self) {
-                return true;
-            }
-            match deadline {
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return false;
-                    }
-                    self.pump(Some(deadline - now));
-                }
-                None => self.pump(None),
-            }
         }
     }
 }
@@ -401,119 +344,124 @@ struct Capture {
     read_error: Option<String>,
 }
 
-fn lock(capture: &Mutex<Capture>) -> MutexGuard<'_, Capture> {
-    // The reader never panics while holding the lock, and the data stays
-    // meaningful even if it did.
-    capture.lock().unwrap_or_else(PoisonError::into_inner)
+/// Watching one child: its exit and both of its pipes, from the calling thread.
+struct Watch {
+    pid: libc::pid_t,
+    /// Readable once the leader exits; `None` without pidfds (then `waitid` is asked).
+    pidfd: Option<OwnedFd>,
+    /// The leader has exited (a zombie, not reaped yet), or waiting for it failed.
+    exited: bool,
+    wait_error: Option<io::Error>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    capture: Capture,
 }
 
-/// The helper threads watching one child.
-struct Supervisor {
-    tracker: Tracker,
-    capture: Arc<Mutex<Capture>>,
-    /// Tells the pipe reader to stop reading (pipes held open by an escaped process).
-    stop_reader: Arc<AtomicBool>,
-    helper_error: Option<io::Error>,
-}
-
-impl Supervisor {
-    /// Starts the waiter and the pipe reader. On failure `helper_error` is
-    /// set; whatever did start keeps reporting through the tracker.
-    fn start(child: &mut Child, pgid: libc::pid_t) -> Supervisor {
-        let (tx, rx) = mpsc::channel();
-        let capture = Arc::new(Mutex::new(Capture::default()));
-        let stop_reader = Arc::new(AtomicBool::new(false));
-        let mut tracker = Tracker {
-            rx,
-            waiter_done: true,
+impl Watch {
+    fn new(child: &mut Child, pid: libc::pid_t) -> Watch {
+        Watch {
+            pid,
+            pidfd: pidfd_open(pid),
+            exited: false,
             wait_error: None,
-            readers_open: 0,
-        };
-        let mut helper_error = None;
-
-        let waiter_tx = tx.clone();
-        match spawn_helper("poked-wait", move || {
-            let _ = waiter_tx.send(Event::LeaderExited(wait_for_exit(pgid)));
-        }) {
-            Ok(()) => tracker.waiter_done = false,
-            Err(err) => helper_error = Some(err),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            capture: Capture::default(),
         }
+    }
 
-        if let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) {
-            let reader_capture = Arc::clone(&capture);
-            let stop = Arc::clone(&stop_reader);
-            match spawn_helper("poked-pipes", move || {
-                read_pipes(stdout, stderr, &reader_capture, &stop);
-                let _ = tx.send(Event::ReaderDone);
-            }) {
-                Ok(()) => tracker.readers_open = 1,
-                Err(err) => helper_error = helper_error.or(Some(err)),
+    fn pipes_closed(&self) -> bool {
+        self.stdout.is_none() && self.stderr.is_none()
+    }
+
+    /// Waits up to `timeout` for the leader to exit or output to arrive, and takes in what came.
+    fn step(&mut self, timeout: Duration) {
+        let running = !self.exited;
+        let pidfd = self.pidfd.as_ref().filter(|_| running).map(AsRawFd::as_raw_fd);
+        let timeout = if running && pidfd.is_none() {
+            timeout.min(NO_PIDFD_SLICE)
+        } else {
+            timeout
+        };
+        let fd = |fd: Option<RawFd>| libc::pollfd {
+            fd: fd.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [
+            fd(pidfd),
+            fd(self.stdout.as_ref().map(AsRawFd::as_raw_fd)),
+            fd(self.stderr.as_ref().map(AsRawFd::as_raw_fd)),
+        ];
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // Round up, so a wait of a fraction of a millisecond is not a busy loop.
+        let millis = millis.saturating_add(i32::from(timeout.subsec_nanos() % 1_000_000 != 0));
+        // SAFETY: three valid `pollfd`s that live across the call (a negative fd is ignored).
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 3, millis) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                // poll(2) on valid descriptors fails only for want of memory: stop reading.
+                self.capture.read_error = Some(err.to_string());
+                self.stdout = None;
+                self.stderr = None;
+            }
+            return;
+        }
+        if fds[1].revents != 0 {
+            read_into(&mut self.stdout, &mut self.capture, false);
+        }
+        if fds[2].revents != 0 {
+            read_into(&mut self.stderr, &mut self.capture, true);
+        }
+        if !running {
+            return;
+        }
+        if pidfd.is_some() {
+            self.exited = fds[0].revents != 0;
+        } else {
+            match has_exited(self.pid) {
+                Ok(exited) => self.exited = exited,
+                Err(err) => {
+                    self.exited = true;
+                    self.wait_error = Some(err);
+                }
             }
         }
+    }
 
-        Supervisor {
-            tracker,
-            capture,
-            stop_reader,
-            helper_error,
+    /// Steps until `done` holds or `deadline` passes (`None`: no deadline).
+    fn until(&mut self, deadline: Option<Instant>, done: impl Fn(&Self) -> bool) {
+        loop {
+            if done(self) {
+                return;
+            }
+            let slice = match deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return;
+                    }
+                    (deadline - now).min(POLL_SLICE)
+                }
+                None => POLL_SLICE,
+            };
+            self.step(slice);
         }
     }
 }
 
-fn spawn_helper(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .map(|_detached| ())
-}
-
-/// Reads both pipes until both reach EOF or `stop` is set, keeping the first [`STDOUT_CAP`]
-/// bytes of stdout and [`DETAIL_CAP`] bytes of stderr and discarding the rest. `poll` waits
-/// at most [`POLL_SLICE`] at a time, so `stop` is honoured promptly.
-fn read_pipes(mut stdout: ChildStdout, mut stderr: ChildStderr, capture: &Mutex<Capture>, stop: &AtomicBool) {
-    let mut open = [true, true];
+/// Reads what one ready pipe holds into the capture; closes it at end of file or on an error.
+fn read_into<R: Read>(pipe: &mut Option<R>, capture: &mut Capture, is_stderr: bool) {
+    let Some(reader) = pipe else { return };
     let mut chunk = [0u8; READ_CHUNK];
-    while open.iter().any(|o| *o) && !stop.load(Ordering::SeqCst) {
-        let mut fds = [
-            libc::pollfd {
-                fd: if open[0] { stdout.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if open[1] { stderr.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid `pollfd`s that live across the call (a negative fd is ignored).
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_SLICE.as_millis() as libc::c_int) };
-        if ready < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            lock(capture).read_error = Some(err.to_string());
-            return;
-        }
-        for (i, fd) in fds.iter().enumerate() {
-            if !open[i] || fd.revents == 0 {
-                continue;
-            }
-            let read = if i == 0 {
-                stdout.read(&mut chunk)
-            } else {
-                stderr.read(&mut chunk)
-            };
-            match read {
-                Ok(0) => open[i] = false,
-                Ok(n) => keep(&mut lock(capture), i == 1, &chunk[..n]),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    lock(capture).read_error = Some(err.to_string());
-                    open[i] = false;
-                }
-            }
+    match reader.read(&mut chunk) {
+        Ok(0) => *pipe = None,
+        Ok(n) => keep(capture, is_stderr, &chunk[..n]),
+        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+        Err(err) => {
+            capture.read_error = Some(err.to_string());
+            *pipe = None;
         }
     }
 }
@@ -585,9 +533,15 @@ fn without_partial_char(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread;
 
     const SECOND: Duration = Duration::from_secs(1);
     const GRACE: Duration = Duration::from_millis(500);
+
+    thread_local! {
+        /// Makes this thread's commands run as on a kernel without pidfds.
+        pub(super) static NO_PIDFD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     struct Run {
         result: CommandResult,
@@ -846,6 +800,45 @@ mod tests {
         assert_eq!(pid, pgid, "child must lead its own process group");
         // SAFETY: getpgrp(2) has no preconditions.
         assert_ne!(pgid, unsafe { libc::getpgrp() });
+    }
+
+    #[test]
+    fn an_escaped_process_holding_the_pipes_does_not_hold_the_command() {
+        // `setsid` leaves the group (and its pid is `$!`: not being a group leader, it does not
+        // fork), keeping our stdout and stderr open; poked stops reading after a short drain.
+        let run = run(&["sh", "-c", "setsid sleep 600 & echo $!"], SECOND * 10);
+        let escaped: libc::pid_t = String::from_utf8_lossy(&run.result.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {:?}", run.result));
+        // SAFETY: kill(2) has no memory-safety preconditions; signal 0 only checks existence.
+        let alive = unsafe { libc::kill(escaped, 0) } == 0;
+        // SAFETY: as above; the escaped process is ours to clean up.
+        unsafe { libc::kill(escaped, libc::SIGKILL) };
+        assert!(alive, "the escaped process was not running");
+        assert_eq!(run.result.outcome, Outcome::Ok, "{:?}", run.result);
+        assert!(run.elapsed < SECOND * 5, "{:?}", run.elapsed);
+    }
+
+    #[test]
+    fn without_pidfds_commands_are_watched_alike() {
+        NO_PIDFD.set(true);
+        let ok = run(&["sh", "-c", "echo out; echo err >&2"], SECOND * 5);
+        assert_eq!(ok.result.outcome, Outcome::Ok, "{:?}", ok.result);
+        assert_eq!(ok.result.stdout, b"out\n");
+        assert_eq!(ok.result.detail.as_deref(), Some("err"));
+        assert!(ok.elapsed < SECOND * 3, "{:?}", ok.elapsed);
+
+        let failed = run(&["sh", "-c", "exit 3"], SECOND * 5);
+        assert_eq!(failed.result.exit_code, Some(3));
+
+        let drained = run(&["sh", "-c", "yes | head -c 5000000"], SECOND * 10);
+        assert_eq!(drained.result.outcome, Outcome::Ok);
+
+        let slow = run(&["sh", "-c", "sleep 600 & sleep 600"], SECOND);
+        assert_eq!(slow.result.outcome, Outcome::Timeout);
+        assert!(slow.elapsed < SECOND * 3, "{:?}", slow.elapsed);
+        assert_group_gone(slow.pgid.unwrap());
     }
 
     #[test]
