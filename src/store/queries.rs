@@ -61,10 +61,11 @@ pub(super) fn due_rows(
     wanted: &mut dyn FnMut(&str, bool) -> bool,
 ) -> Result<Due> {
     let mut stmt = conn.prepare_cached(DUE_AGENTS)?;
-    let limit = i64::try_from(limit).unwrap_or(-1);
-    let mut rows = stmt.query(params![now, limit])?;
+    let mut rows = stmt.query([now])?;
     let mut due = Due::default();
-    while let Some(row) = rows.next()? {
+    while due.seen < limit
+        && let Some(row) = rows.next()?
+    {
         due.seen += 1;
         let id = row.get_ref(0)?.as_str().unwrap_or_default();
         let needs_slot = [COMMAND_COLUMN, ACTIVITY_CMD_COLUMN, ONLY_IF_COLUMN]
@@ -268,7 +269,7 @@ impl Store {
     pub fn due(&self, at: Millis) -> Result<Vec<Agent>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(DUE_AGENTS)?;
-            let rows = stmt.query_map(params![at, -1], agent_from_row)?;
+            let rows = stmt.query_map([at], agent_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -287,7 +288,7 @@ impl Store {
     pub fn due_query_plan(&self) -> Result<Vec<String>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {DUE_AGENTS}"))?;
-            let rows = stmt.query_map([0i64, 512], |row| row.get::<_, String>(3))?;
+            let rows = stmt.query_map([0i64], |row| row.get::<_, String>(3))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

@@ -24,11 +24,13 @@ pub(super) const AGENT_BY_ID: &str = concat!("SELECT ", agent_columns!(), " FROM
 /// Every agent, by id.
 pub(super) const ALL_AGENTS: &str = concat!("SELECT ", agent_columns!(), " FROM agents ORDER BY id");
 
-/// At most `?2` agents due at `?1`, soonest first: a range scan of `agents_next_due`.
+/// The agents due at `?1`, soonest first: a range scan of `agents_next_due`, read as far as
+/// the caller wants. No `LIMIT ?`: SQLite plans a statement again whenever a bound limit
+/// changes, and that re-preparing cost the daemon's pass more than reading its rows.
 pub(super) const DUE_AGENTS: &str = concat!(
     "SELECT ",
     agent_columns!(),
-    " FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id LIMIT ?2"
+    " FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id"
 );
 
 /// The agent due soonest, paused agents aside.
