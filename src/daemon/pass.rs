@@ -16,8 +16,8 @@
 //! agent is never handed to two workers at once, so it never has two commands running.
 //!
 //! After SIGTERM or SIGINT (`stop`) a pass commits no transition and starts nothing: a pass
-//! under way when the signal arrives rolls its transitions back to a savepoint before it
-//! commits, keeping only the outcomes it recorded. Commands in flight finish and are recorded;
+//! under way when the signal arrives rolls its whole transaction back instead of committing it,
+//! and records the outcomes it held in a transaction of their own. Commands in flight finish and are recorded;
 //! a second signal (`cancel`) stops them (recorded `interrupted`).
 //!
 //! An outcome that cannot be written (a trigger refusing it, a full disk, a long lock) stays
@@ -260,6 +260,8 @@ impl Scheduler<'_> {
         let mut recorded: Vec<usize> = Vec::new();
         let mut refused: Option<Error> = None;
         let mut unreadable = Vec::new();
+        let mut sent: Vec<Started> = Vec::new();
+        let mut interrupted = false;
         let (store, draw, stop, heartbeats) = (self.store, self.draw, self.stop, self.heartbeats);
         let (in_flight, unrecorded, record_pass) = (&self.in_flight, &self.unrecorded, self.record_passes);
         let result = store.write(|tx| {
@@ -274,7 +276,6 @@ impl Scheduler<'_> {
             if stopping {
                 return Ok(());
             }
-            tx.savepoint("pass")?;
             // Rows are decoded only for agents this pass can act on: not those in flight, and
             // no more that need a worker (a command, a probe, a gate) than there are free.
             let (mut slots, mut over) = (free, false);
@@ -335,23 +336,21 @@ impl Scheduler<'_> {
                     free -= 1;
                     started.push(poke);
                 } else {
-                    log_sent(&poke);
+                    sent.push(poke);
                 }
             }
             if stop.load(Ordering::SeqCst) {
-                // A signal arrived during the pass: none of its transitions is committed.
-                tx.rollback_to("pass")?;
-                started.clear();
-                prepared.clear();
-                report = PassReport::default();
-            } else {
-                tx.release("pass")?;
-                // Only a pass that wrote something records its time: the daemon's watcher sees
-                // every commit, its own included, so a pass of nothing that committed would
-                // wake the next one, and so on (an idle daemon refreshes its record itself).
-                if record_pass && tx.wrote() {
-                    tx.record_pass(now)?;
-                }
+                // A signal arrived during the pass: none of it is committed (the outcomes are
+                // recorded on their own below).
+                tx.abandon();
+                interrupted = true;
+                return Ok(());
+            }
+            // Only a pass that wrote something records its time: the daemon's watcher sees
+            // every commit, its own included, so a pass of nothing that committed would wake
+            // the next one, and so on (an idle daemon refreshes its record itself).
+            if record_pass && tx.wrote() {
+                tx.record_pass(now)?;
             }
             Ok(())
         });
@@ -361,8 +360,16 @@ impl Scheduler<'_> {
             }
         }
         result?;
+        if interrupted {
+            self.record_outcomes()?;
+            return Ok(PassReport {
+                unrecorded: self.unrecorded.len(),
+                ..PassReport::default()
+            });
+        }
         self.recorded(&recorded, refused);
         report.unrecorded = self.unrecorded.len();
+        sent.iter().for_each(log_sent);
         for poke in started {
             self.in_flight.insert(poke.agent.id.clone());
             self.send(Job::Run(poke));

@@ -190,23 +190,6 @@ impl<'c> Tx<'c> {
         self.tx.is_autocommit()
     }
 
-    /// Marks a point the transaction can be rolled back to ([`Tx::rollback_to`]).
-    pub fn savepoint(&self, name: &str) -> Result<()> {
-        Ok(self.tx.execute_batch(&format!("SAVEPOINT {name}"))?)
-    }
-
-    /// Undoes everything written since the savepoint `name`, and ends it.
-    pub fn rollback_to(&self, name: &str) -> Result<()> {
-        Ok(self
-            .tx
-            .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?)
-    }
-
-    /// Keeps everything written since the savepoint `name`, and ends it.
-    pub fn release(&self, name: &str) -> Result<()> {
-        Ok(self.tx.execute_batch(&format!("RELEASE {name}"))?)
-    }
-
     /// The connection of the transaction, for the queries of sibling modules.
     pub(super) fn conn(&self) -> &rusqlite::Connection {
         &self.tx
