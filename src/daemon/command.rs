@@ -35,6 +35,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,18 @@ fn inherited_only_by_poked(name: &std::ffi::OsStr) -> bool {
     name == b"NOTIFY_SOCKET" || name.starts_with(b"WATCHDOG_") || name.starts_with(b"LISTEN_")
 }
 
+/// The names of such variables in poked's environment, looked for once: poked never changes
+/// its own environment, and copying it at every spawn cost more than the rest of the set-up.
+fn only_for_poked() -> &'static [OsString] {
+    static NAMES: OnceLock<Vec<OsString>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| inherited_only_by_poked(name))
+            .collect()
+    })
+}
+
 /// Runs `argv` (no shell) and reports how it went. See the module docs.
 ///
 /// `on_spawn` is called with the child's pid (which is also its pgid) right
@@ -101,10 +114,8 @@ pub fn run_command(
     }
 
     let mut command = Command::new(program);
-    for (name, _) in std::env::vars_os() {
-        if inherited_only_by_poked(&name) {
-            command.env_remove(name);
-        }
+    for name in only_for_poked() {
+        command.env_remove(name);
     }
     command
         .args(args)

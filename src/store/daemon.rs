@@ -31,7 +31,10 @@ impl Watcher {
     /// `PRAGMA data_version` of the watcher's connection: it changes whenever another
     /// connection (any process, or another connection of this one) commits.
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+        Ok(self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?)
     }
 }
 
