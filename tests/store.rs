@@ -4,7 +4,12 @@
 use poked::agent::{AgentId, Settings};
 use poked::backoff::Strategy;
 use poked::random::FixedDraw;
-use poked::store::{OpenOptions, Store};
+use std::sync::atomic::AtomicBool;
+
+use poked::clock::FixedClock;
+use poked::daemon::{PassOptions, with_scheduler};
+use poked::log::Kind;
+use poked::store::{HistoryFilter, OpenOptions, Store};
 
 use crate::common::{Env, fingerprint, ms};
 
@@ -153,13 +158,70 @@ fn transitions_on_unknown_agents_are_errors() {
 #[test]
 fn the_due_query_uses_the_index() {
     let (_env, store) = new_store();
-    let plan = store.due_query_plan().unwrap().join("\n");
-    assert!(plan.contains("INDEX agents_next_due"), "due query plan: {plan}");
-    assert!(!plan.contains("SCAN agents"), "due query scans the table: {plan}");
-    assert!(
-        !plan.contains("TEMP B-TREE"),
-        "due query sorts instead of reading the index in order: {plan}"
+    let plans = store.due_query_plans().unwrap();
+    assert_eq!(plans.len(), 2, "the due query and its command-less continuation");
+    for plan in plans {
+        assert!(plan.contains("INDEX agents_next_due"), "due query plan: {plan}");
+        assert!(!plan.contains("SCAN agents"), "due query scans the table: {plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "due query sorts instead of reading the index in order: {plan}"
+        );
+    }
+}
+
+#[test]
+fn a_pass_with_every_worker_taken_still_pokes_the_agents_that_need_none() {
+    // Three agents with a command fall due first, then two without: with one worker, a pass
+    // starts one command and still commits the pokes that need no worker, due after the rest.
+    let (_env, store) = new_store();
+    let draw = FixedDraw(0.0);
+    let with_command = Settings {
+        command: Some(vec!["true".to_string()]),
+        ..Settings::default()
+    };
+    for (i, name) in ["c1", "c2", "c3", "p1", "p2"].into_iter().enumerate() {
+        let settings = if name.starts_with('c') {
+            &with_command
+        } else {
+            &Settings::default()
+        };
+        store
+            .add(&id(name), settings, &[], false, i as i64, &draw)
+            .unwrap();
+    }
+    let now = 3_600_000 * 24;
+    let (options, stop, cancel) = (
+        PassOptions {
+            concurrency: 1,
+            ..PassOptions::default()
+        },
+        AtomicBool::new(false),
+        AtomicBool::new(false),
     );
+    let report = with_scheduler(
+        &store,
+        &FixedClock::new(now),
+        &draw,
+        &options,
+        &stop,
+        &cancel,
+        |s| s.pass(now, true).unwrap(),
+    );
+    assert_eq!(report.pokes, 3, "{report:?}");
+    assert!(report.deferred, "two agents wait for the worker: {report:?}");
+    let poked: Vec<String> = store
+        .history(&HistoryFilter {
+            kinds: vec![Kind::Poke],
+            ..HistoryFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|row| row.agent_id.to_string())
+        .collect();
+    let mut poked = poked;
+    poked.sort();
+    assert_eq!(poked, ["c1", "p1", "p2"]);
 }
 
 #[test]

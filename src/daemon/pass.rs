@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::log::{Kind, Outcome};
 use crate::random::Draw;
 use crate::rules::{self, Reading, Source};
-use crate::store::{Finished, Started, Store};
+use crate::store::{Finished, Started, Store, Want};
 use crate::units::format_duration;
 
 /// The most agents whose transitions one pass commits in one transaction (group commit).
@@ -281,16 +281,16 @@ impl Scheduler<'_> {
             let (mut slots, mut over) = (free, false);
             let due = tx.due(now, GROUP_COMMIT, &mut |id, needs_slot| {
                 if in_flight.contains(id) {
-                    return false;
+                    return Want::Skip;
                 }
                 if needs_slot {
                     if slots == 0 {
                         over = true;
-                        return false;
+                        return Want::NoWorker;
                     }
                     slots -= 1;
                 }
-                true
+                Want::Take
             })?;
             let (pending, any_ladder) = (tx.pending_agents()?, tx.any_ladder()?);
             report.deferred = due.seen == GROUP_COMMIT || over;

@@ -58,7 +58,7 @@ pub use import::{BatchFailure, ImportCounts};
 pub use metrics::{AgentCounters, Counters};
 pub use open::{ConnectionSettings, SCHEMA_VERSION, migrations};
 pub use prune::PRUNE_BATCH;
-pub use queries::{Decidable, Due, HistoryFilter, Streak, StreakEscalation, Unreadable};
+pub use queries::{Decidable, Due, HistoryFilter, Streak, StreakEscalation, Unreadable, Want};
 pub use stats::{LogCounts, LogSummary};
 pub use transitions::{Finished, Patch, Started, Tx};
 

@@ -13,8 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Store;
 use super::rows::{
-    ACTIVITY_CMD_COLUMN, AGENT_BY_ID, ALL_AGENTS, COMMAND_COLUMN, DUE_AGENTS, LOG_COLUMNS, NEXT_DUE_AGENT,
-    ONLY_IF_COLUMN, agent_from_row, argv_from_json, log_from_row,
+    ACTIVITY_CMD_COLUMN, AGENT_BY_ID, ALL_AGENTS, COMMAND_COLUMN, DUE_AGENTS, DUE_COMMANDLESS_AFTER,
+    LOG_COLUMNS, NEXT_DUE_AGENT, NEXT_DUE_COLUMN, ONLY_IF_COLUMN, agent_from_row, argv_from_json,
+    log_from_row,
 };
 use crate::agent::{Agent, AgentId, Rung};
 use crate::clock::Millis;
@@ -22,8 +23,6 @@ use crate::error::{Error, Result};
 use crate::log::{Kind, LogRow, Outcome};
 use crate::rules::{Cap, KnownLadder};
 
-/// The due query: at most `?2` agents whose `next_due_at` has come, soonest first (a negative
-/// limit means all). The index on `(next_due_at, id)` serves both the range and the order.
 /// One agent, read on `conn` (inside a transaction or a snapshot, or on its own).
 pub(super) fn agent_by_id(conn: &Connection, id: &AgentId) -> Result<Agent> {
     conn.prepare_cached(AGENT_BY_ID)?
@@ -51,18 +50,32 @@ pub struct Unreadable {
     pub reason: String,
 }
 
+/// What the caller of a due query wants of a row, asked before the row is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Read it in full.
+    Take,
+    /// Leave it.
+    Skip,
+    /// Leave it, and every later row that needs a worker: none is free.
+    NoWorker,
+}
+
 /// The due agents (see [`super::Tx::due`]). `wanted(id, needs_slot)` is asked of each row
 /// before it is decoded (`needs_slot`: it has a command, a probe or a gate); a row it refuses
-/// still counts in [`Due::seen`], so the caller knows whether the limit was reached.
+/// still counts in [`Due::seen`], so the caller knows whether the limit was reached. Once it
+/// answers [`Want::NoWorker`], the scan goes on with [`DUE_COMMANDLESS_AFTER`] from that row,
+/// so the rows waiting for a worker (often most of them) are neither built nor counted.
 pub(super) fn due_rows(
     conn: &Connection,
     now: Millis,
     limit: usize,
-    wanted: &mut dyn FnMut(&str, bool) -> bool,
+    wanted: &mut dyn FnMut(&str, bool) -> Want,
 ) -> Result<Due> {
+    let mut due = Due::default();
     let mut stmt = conn.prepare_cached(DUE_AGENTS)?;
     let mut rows = stmt.query([now])?;
-    let mut due = Due::default();
+    let mut resume_after: Option<(Millis, String)> = None;
     while due.seen < limit
         && let Some(row) = rows.next()?
     {
@@ -71,18 +84,42 @@ pub(super) fn due_rows(
         let needs_slot = [COMMAND_COLUMN, ACTIVITY_CMD_COLUMN, ONLY_IF_COLUMN]
             .into_iter()
             .any(|col| row.get_ref(col).is_ok_and(|v| v != ValueRef::Null));
-        if !wanted(id, needs_slot) {
-            continue;
+        match wanted(id, needs_slot) {
+            Want::Take => take_due_row(row, &mut due)?,
+            Want::Skip => {}
+            Want::NoWorker => {
+                resume_after = Some((row.get(NEXT_DUE_COLUMN)?, row.get(0)?));
+                break;
+            }
         }
-        match agent_from_row(row) {
-            Ok(agent) => due.agents.push(agent),
-            Err(e) => due.unreadable.push(Unreadable {
-                id: row.get(0)?,
-                reason: e.to_string(),
-            }),
+    }
+    let Some((at, id)) = resume_after else {
+        return Ok(due);
+    };
+    let mut stmt = conn.prepare_cached(DUE_COMMANDLESS_AFTER)?;
+    let mut rows = stmt.query(params![now, at, id])?;
+    while due.seen < limit
+        && let Some(row) = rows.next()?
+    {
+        due.seen += 1;
+        let id = row.get_ref(0)?.as_str().unwrap_or_default();
+        if wanted(id, false) == Want::Take {
+            take_due_row(row, &mut due)?;
         }
     }
     Ok(due)
+}
+
+/// Decodes a due row into `due`, or notes it unreadable.
+fn take_due_row(row: &rusqlite::Row<'_>, due: &mut Due) -> Result<()> {
+    match agent_from_row(row) {
+        Ok(agent) => due.agents.push(agent),
+        Err(e) => due.unreadable.push(Unreadable {
+            id: row.get(0)?,
+            reason: e.to_string(),
+        }),
+    }
+    Ok(())
 }
 
 /// An agent's rungs, by misses.
@@ -284,12 +321,19 @@ impl Store {
         })
     }
 
-    /// `EXPLAIN QUERY PLAN` of the due query, one line per step (for tests).
-    pub fn due_query_plan(&self) -> Result<Vec<String>> {
+    /// `EXPLAIN QUERY PLAN` of the due query and of its command-less continuation (see
+    /// [`super::Tx::due`]), each plan's steps one line apiece (for tests).
+    pub fn due_query_plans(&self) -> Result<Vec<String>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {DUE_AGENTS}"))?;
-            let rows = stmt.query_map([0i64], |row| row.get::<_, String>(3))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<String> {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = stmt.query_map(params, |row| row.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+            };
+            Ok(vec![
+                plan(DUE_AGENTS, &[&0i64])?,
+                plan(DUE_COMMANDLESS_AFTER, &[&0i64, &0i64, &""])?,
+            ])
         })
     }
 

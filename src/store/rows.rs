@@ -33,6 +33,17 @@ pub(super) const DUE_AGENTS: &str = concat!(
     " FROM agents WHERE next_due_at <= ?1 ORDER BY next_due_at, id"
 );
 
+/// The agents due at `?1` that need no worker (no command, probe or gate) and come after
+/// `(?2, ?3)` in the order of [`DUE_AGENTS`]: where a pass goes on once its workers are all
+/// taken. SQLite skips the others itself, without building their rows.
+pub(super) const DUE_COMMANDLESS_AFTER: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM agents WHERE next_due_at <= ?1 AND (next_due_at, id) > (?2, ?3)",
+    " AND command IS NULL AND activity_cmd IS NULL AND only_if IS NULL",
+    " ORDER BY next_due_at, id"
+);
+
 /// The agent due soonest, paused agents aside.
 pub(super) const NEXT_DUE_AGENT: &str = concat!(
     "SELECT ",
@@ -131,7 +142,8 @@ pub(super) fn with_agent_values<T>(agent: &Agent, f: impl FnOnce(&[&dyn ToSql; 2
     ])
 }
 
-/// Where `agent_columns!` puts the command, the probe and the gate.
+/// Where `agent_columns!` puts the due time, the command, the probe and the gate.
+pub(super) const NEXT_DUE_COLUMN: usize = 18;
 pub(super) const COMMAND_COLUMN: usize = 14;
 pub(super) const ACTIVITY_CMD_COLUMN: usize = 19;
 pub(super) const ONLY_IF_COLUMN: usize = 21;

@@ -207,7 +207,7 @@ impl<'c> Tx<'c> {
         &self,
         now: Millis,
         limit: usize,
-        wanted: &mut dyn FnMut(&str, bool) -> bool,
+        wanted: &mut dyn FnMut(&str, bool) -> super::queries::Want,
     ) -> Result<super::queries::Due> {
         super::queries::due_rows(&self.tx, now, limit, wanted)
     }
