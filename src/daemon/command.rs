@@ -20,7 +20,7 @@
 //!   which is also the pgid — cannot be recycled while we still send signals to `-pgid`. Only
 //!   after the final SIGKILL to the group is the leader reaped with [`Child::wait`]. On a
 //!   kernel without pidfds (before Linux 5.3) the loop asks `waitid(WNOHANG | WNOWAIT)`
-//!   instead, every [`NO_PIDFD_SLICE`] at most.
+//!   instead, every 5 ms at most.
 //! * The poke owns its process group: whatever way the leader ends (normal exit included),
 //!   leftover members of the group get SIGTERM, up to `grace` to go (we stop waiting early once
 //!   the leader has exited and both pipes are closed), then SIGKILL.
