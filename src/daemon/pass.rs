@@ -427,7 +427,7 @@ impl Scheduler<'_> {
 
     /// How many jobs the workers have (commands running or about to): the slots in use.
     pub fn running(&self) -> usize {
-        self.in_flight.len() - self.unrecorded.len()
+        self.in_flight.len().saturating_sub(self.unrecorded.len())
     }
 
     /// What the workers committed for agents with a probe or a gate.
