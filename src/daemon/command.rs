@@ -153,15 +153,8 @@ pub fn run_command(
         if cancel.load(Ordering::SeqCst) {
             break End::Cancelled;
         }
-        let slice = match deadline {
-            Some(deadline) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    break End::TimedOut;
-                }
-                (deadline - now).min(POLL_SLICE)
-            }
-            None => POLL_SLICE,
+        let Some(slice) = slice_until(deadline) else {
+            break End::TimedOut;
         };
         watch.step(slice);
     };
@@ -277,6 +270,18 @@ fn finish(
         },
         stdout: captured.stdout,
     }
+}
+
+/// The next wait: what is left before `deadline` (`None`: no deadline), at most
+/// [`POLL_SLICE`]; `None` once the deadline has passed.
+fn slice_until(deadline: Option<Instant>) -> Option<Duration> {
+    let Some(deadline) = deadline else {
+        return Some(POLL_SLICE);
+    };
+    let left = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())?;
+    Some(left.min(POLL_SLICE))
 }
 
 fn millis(elapsed: Duration) -> i64 {
@@ -447,15 +452,8 @@ impl Watch {
             if done(self) {
                 return;
             }
-            let slice = match deadline {
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return;
-                    }
-                    (deadline - now).min(POLL_SLICE)
-                }
-                None => POLL_SLICE,
+            let Some(slice) = slice_until(deadline) else {
+                return;
             };
             self.step(slice);
         }

@@ -40,7 +40,7 @@ use crate::clock::{Clock, Millis};
 use crate::error::{Error, Result};
 use crate::log::{Kind, Outcome};
 use crate::random::Draw;
-use crate::rules::{self, Reading, Source};
+use crate::rules::{self, KnownLadder, Reading, Source};
 use crate::store::{Finished, Started, Store, Want};
 use crate::units::format_duration;
 
@@ -253,7 +253,7 @@ impl Scheduler<'_> {
         let stopping = self.stop.load(Ordering::SeqCst);
         // An outcome waiting to be recorded holds its agent but no slot: this pass records it
         // and may start the next command in the same commit.
-        let mut free = self.options.concurrency.saturating_sub(self.running());
+        let free = self.options.concurrency.saturating_sub(self.running());
         let mut report = PassReport::default();
         let mut started: Vec<Started> = Vec::new();
         let mut prepared: Vec<Agent> = Vec::new();
@@ -295,22 +295,12 @@ impl Scheduler<'_> {
             let (pending, any_ladder) = (tx.pending_agents()?, tx.any_ladder()?);
             report.deferred = due.seen == GROUP_COMMIT || over;
             unreadable = due.unreadable;
+            // The callback above already left out the agents in flight and kept no more that
+            // need a worker than there are free.
             for mut agent in due.agents {
-                if in_flight.contains(&agent.id) {
-                    continue;
-                }
                 let s = &agent.settings;
                 if s.activity_cmd.is_some() || s.only_if.is_some() {
-                    if free == 0 {
-                        report.deferred = true;
-                    } else {
-                        free -= 1;
-                        prepared.push(agent);
-                    }
-                    continue;
-                }
-                if s.command.is_some() && free == 0 {
-                    report.deferred = true;
+                    prepared.push(agent);
                     continue;
                 }
                 if let Some(path) = agent.settings.heartbeat_file.clone()
@@ -328,12 +318,15 @@ impl Scheduler<'_> {
                 if pending.contains(agent.id.as_str()) {
                     continue;
                 }
-                let mut ladder = tx.ladder_if(&agent, any_ladder);
-                let decision = rules::decide(&agent, now, allow_misses, false, &mut ladder)?;
+                // With no ladder anywhere, the pass need not look for rungs.
+                let decision = if any_ladder {
+                    rules::decide(&agent, now, allow_misses, false, &mut tx.ladder(&agent))?
+                } else {
+                    rules::decide(&agent, now, allow_misses, false, &mut KnownLadder::default())?
+                };
                 let poke = tx.begin(&mut agent, &decision, now, draw, None)?;
                 report.started(&poke);
                 if poke.command.is_some() {
-                    free -= 1;
                     started.push(poke);
                 } else {
                     sent.push(poke);

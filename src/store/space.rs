@@ -58,13 +58,19 @@ pub fn available(path: &Path) -> Option<u64> {
     Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
-/// Whether the file system holding the database `db` has less than [`MIN_FREE`] available.
-pub fn nearly_full(db: &Path) -> bool {
+/// Bytes available on the file system holding the database `db` (measured at its folder,
+/// which exists even before the file does).
+fn available_beside(db: &Path) -> Option<u64> {
     let dir = match db.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    available(dir).is_some_and(|free| free < MIN_FREE)
+    available(dir)
+}
+
+/// Whether the file system holding the database `db` has less than [`MIN_FREE`] available.
+pub fn nearly_full(db: &Path) -> bool {
+    available_beside(db).is_some_and(|free| free < MIN_FREE)
 }
 
 /// Refuses to start a write on a nearly full disk (see the module docs).
@@ -99,11 +105,7 @@ impl Guard {
         if until.is_some_and(|until| now < until) {
             return Ok(());
         }
-        let dir = match db.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let free = available(dir);
+        let free = available_beside(db);
         *until = free.filter(|&free| free >= PLENTY).map(|_| now + RECHECK);
         if free.is_some_and(|free| free < MIN_FREE) {
             return Err(Error::DiskFull(db.to_path_buf()));

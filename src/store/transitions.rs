@@ -242,20 +242,7 @@ impl<'c> Tx<'c> {
 
     /// The agent's ladder, for [`rules::decide`], read inside this transaction.
     pub fn ladder<'t>(&'t self, agent: &'t Agent) -> TxLadder<'t, 'c> {
-        TxLadder {
-            tx: self,
-            agent,
-            none: false,
-        }
-    }
-
-    /// Like [`Tx::ladder`], for a pass that knows no agent has a ladder (`any` false).
-    pub fn ladder_if<'t>(&'t self, agent: &'t Agent, any: bool) -> TxLadder<'t, 'c> {
-        TxLadder {
-            tx: self,
-            agent,
-            none: !any,
-        }
+        TxLadder { tx: self, agent }
     }
 
     /// Writes back the state columns a transition changes — never the settings, so their
@@ -563,15 +550,10 @@ pub struct Interrupted {
 pub struct TxLadder<'t, 'c> {
     tx: &'t Tx<'c>,
     agent: &'t Agent,
-    /// Known to be empty: no lookup needed.
-    none: bool,
 }
 
 impl Ladder for TxLadder<'_, '_> {
     fn rung(&mut self, misses: i64) -> Result<Option<Rung>> {
-        if self.none {
-            return Ok(None);
-        }
         let command: Option<String> = self
             .tx
             .tx
