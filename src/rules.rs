@@ -225,6 +225,11 @@ pub trait Ladder {
     fn cap(&mut self, now: Millis) -> Result<Cap>;
 }
 
+/// The rung the misses reach next: the first whose count is above `misses` (`rungs` by misses).
+pub fn next_rung(rungs: &[Rung], misses: i64) -> Option<&Rung> {
+    rungs.iter().find(|r| r.misses > misses)
+}
+
 /// A ladder known in full: its rungs and its cap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownLadder {

@@ -41,7 +41,7 @@ pub fn explain(ctx: &Context, out: &mut dyn Write, id: &str, at: Option<&str>, j
         Some(t) => Some(rules::decide(&agent, t, true, false, &mut ladder.clone())?),
         None => None,
     };
-    let next_rung = ladder.rungs.iter().find(|r| r.misses > agent.consecutive_misses);
+    let next_rung = rules::next_rung(&ladder.rungs, agent.consecutive_misses);
     let cap = ladder.cap.clone().unwrap_or(rules::Cap {
         limit: s.escalate_limit,
         window_ms: s.escalate_window_ms,

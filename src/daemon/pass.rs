@@ -522,10 +522,20 @@ impl Scheduler<'_> {
     }
 }
 
+/// What a command runs for, which its environment says.
+pub(super) enum RunsFor<'a> {
+    /// A committed poke or rung: `POKED_POKE_ID` (and `POKED_RUNG`).
+    Poke(&'a Started),
+    /// A probe or a gate (`"probe"`, `"gate"`): `POKED_CHECK`.
+    Check(&'static str),
+}
+
 /// The extra environment of an agent's commands (SPEC §6, §7.3). `POKED_DB` lets a command
 /// record activity with a plain `poked activity "$POKED_AGENT"`; it is the database path as
-/// given, byte for byte.
-pub(super) fn command_env(store: &Store, agent: &Agent, poke: Option<&Started>) -> Vec<(String, OsString)> {
+/// given, byte for byte. `POKED_POKE_ID` or `POKED_CHECK` marks the process as one poked
+/// started: a later daemon's recovery stops only processes so marked (`POKED_DB` alone marks
+/// nothing, shells and agents export it for their hooks).
+pub(super) fn command_env(store: &Store, agent: &Agent, runs_for: RunsFor<'_>) -> Vec<(String, OsString)> {
     let mut env = vec![
         ("POKED_AGENT".to_string(), OsString::from(agent.id.as_str())),
         (
@@ -538,11 +548,14 @@ pub(super) fn command_env(store: &Store, agent: &Agent, poke: Option<&Started>) 
         ),
         ("POKED_DB".to_string(), store.path().as_os_str().to_owned()),
     ];
-    if let Some(poke) = poke {
-        env.push(("POKED_POKE_ID".to_string(), poke.log_id.to_string().into()));
-        if let Some(rung) = poke.rung {
-            env.push(("POKED_RUNG".to_string(), rung.to_string().into()));
+    match runs_for {
+        RunsFor::Poke(poke) => {
+            env.push(("POKED_POKE_ID".to_string(), poke.log_id.to_string().into()));
+            if let Some(rung) = poke.rung {
+                env.push(("POKED_RUNG".to_string(), rung.to_string().into()));
+            }
         }
+        RunsFor::Check(what) => env.push(("POKED_CHECK".to_string(), what.into())),
     }
     env
 }
@@ -574,7 +587,7 @@ pub(super) fn carry_out(shared: &Shared<'_>, poke: &Started) -> Finished {
             },
         );
     };
-    let env = command_env(shared.store, &poke.agent, Some(poke));
+    let env = command_env(shared.store, &poke.agent, RunsFor::Poke(poke));
     let result = run_with(shared, argv, &env);
     tracing::info!(
         agent = poke.agent.id.as_str(),

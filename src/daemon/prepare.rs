@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::command::CommandResult;
 use super::heartbeat::Heartbeats;
-use super::pass::{Done, PassOptions, PassReport, carry_out, command_env, finished, log_sent, run_with};
+use super::pass::{
+    Done, PassOptions, PassReport, RunsFor, carry_out, command_env, finished, log_sent, run_with,
+};
 use super::probe::{ProbeHealth, parse_instant};
 use crate::agent::Agent;
 use crate::clock::{Clock, Millis};
@@ -200,13 +202,13 @@ fn begin(
     Ok(Some(poke))
 }
 
-/// Runs a probe or a gate (`what`): the agent's environment plus `POKED_CHECK=what`, which
-/// is how a later daemon's recovery tells a leftover probe or gate from any other process that
-/// merely has `POKED_DB` set; the command timeout; output kept whole.
-fn run_check(shared: &Shared<'_>, agent: &Agent, argv: &[String], what: &str) -> CommandResult {
-    let mut env = command_env(shared.store, agent, None);
-    env.push(("POKED_CHECK".to_string(), what.into()));
-    run_with(shared, argv, &env)
+/// Runs a probe or a gate (`what`) with the agent's environment and the command timeout.
+fn run_check(shared: &Shared<'_>, agent: &Agent, argv: &[String], what: &'static str) -> CommandResult {
+    run_with(
+        shared,
+        argv,
+        &command_env(shared.store, agent, RunsFor::Check(what)),
+    )
 }
 
 /// Runs the probe; its instant, or `None` (logged when it starts failing).

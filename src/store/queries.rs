@@ -360,6 +360,11 @@ impl Store {
         })
     }
 
+    /// The agent's cap as of `now` (its recent escalations), for an agent already read.
+    pub fn cap(&self, agent: &Agent, now: Millis) -> Result<Cap> {
+        self.read(|conn| cap(conn, agent, now))
+    }
+
     /// The agent, its ladder and its cap as of `now`, in one snapshot: what `explain` and
     /// `plan` decide from.
     pub fn agent_with_ladder(&self, id: &AgentId, now: Millis) -> Result<Decidable> {

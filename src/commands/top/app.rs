@@ -139,21 +139,15 @@ impl App {
         }
         self.offset = self.offset.min(self.agents.len().saturating_sub(rows));
         let end = (self.offset + rows).min(self.agents.len());
-        let missing: Vec<AgentId> = self.agents[self.offset..end]
-            .iter()
-            .map(|a| &a.id)
-            .filter(|id| self.rungs.contains_key(*id) && !self.caps.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in missing {
-            match self.store.agent_with_ladder(&id, now) {
-                Ok(decidable) => {
-                    if let Some(cap) = decidable.ladder.cap {
-                        self.caps.insert(id, cap);
-                    }
+        for i in self.offset..end {
+            let agent = &self.agents[i];
+            if !self.rungs.contains_key(&agent.id) || self.caps.contains_key(&agent.id) {
+                continue;
+            }
+            match self.store.cap(agent, now) {
+                Ok(cap) => {
+                    self.caps.insert(agent.id.clone(), cap);
                 }
-                // Removed since the last reload: the reload that follows shows it gone.
-                Err(poked::Error::UnknownAgent(_)) => {}
                 Err(e) => self.fail(&e),
             }
         }

@@ -2,8 +2,8 @@
 //! line and the keys; `enter` lays the agent's `show` text over them.
 //!
 //! Drawing reads nothing but the [`App`] and the time, except the caps of the rows on screen
-//! (read once, see [`App::show_rows`]). Only the rows on screen are built, so a redraw costs the
-//! same with a thousand agents as with ten. Without colour (`NO_COLOR`), only bold and reverse
+//! (read once, see [`App::show_rows`]). Only the rows on screen are built; the summary's counts
+//! are the one pass over all agents a redraw makes. Without colour (`NO_COLOR`), only bold and reverse
 //! video remain.
 
 use ratatui::Frame;
@@ -14,9 +14,10 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, HighlightSpacing, Paragraph,
 
 use super::app::App;
 use crate::commands::output::{LOG_HEADER, LOG_RIGHT, countdown, log_cells, plural, whole_seconds};
-use poked::agent::{Agent, Freshness, State};
+use poked::agent::{Agent, Freshness, State, StateCounts};
 use poked::clock::Millis;
 use poked::log::{LogRow, Outcome};
+use poked::rules;
 use poked::units::{format_duration, format_time};
 
 /// What a frame is drawn with besides the app: the time, and whether colour is allowed.
@@ -106,16 +107,20 @@ fn log_height(screen: u16, rows: usize) -> u16 {
         .clamp(3, most)
 }
 
-/// `poked top  <now>  5 agents: 1 due, 2 waiting, 1 backing off, 1 paused  /path/poked.db`: the
-/// path last, where a narrow terminal cuts it.
+/// `poked top  <now>  5 agents: 1 due, 1 backing off, 2 waiting, 1 paused  /path/poked.db` (the
+/// path after `(read-only) ` when it is): the path last, where a narrow terminal cuts it.
 fn summary_line(app: &App, view: View) -> Line<'static> {
-    let count = |state: State| app.agents.iter().filter(|a| a.state(view.now) == state).count() as u64;
-    let states: Vec<String> = [State::Due, State::BackingOff, State::Waiting, State::Paused]
-        .into_iter()
-        .map(|s| (count(s), s))
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, s)| format!("{n} {}", s.as_str()))
-        .collect();
+    let c = StateCounts::of(&app.agents, view.now);
+    let states: Vec<String> = [
+        (c.due, State::Due),
+        (c.backing_off, State::BackingOff),
+        (c.waiting, State::Waiting),
+        (c.paused, State::Paused),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, s)| format!("{n} {}", s.as_str()))
+    .collect();
     let read_only = if app.store().is_read_only() {
         "(read-only) "
     } else {
@@ -193,9 +198,7 @@ fn agent_cells(app: &App, agent: &Agent, view: View) -> Vec<(String, Style)> {
     };
     let rungs = app.rungs(&agent.id);
     let misses = agent.consecutive_misses;
-    let rung = rungs
-        .iter()
-        .find(|r| r.misses > misses)
+    let rung = rules::next_rung(rungs, misses)
         .map_or_else(String::new, |r| format!("r{} in {}", r.misses, r.misses - misses));
     let cap = match app.cap(&agent.id) {
         Some(cap) if !rungs.is_empty() => format!("{}/{}", cap.count(now), cap.limit),
