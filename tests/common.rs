@@ -335,6 +335,12 @@ impl Tmux {
             .args(["capture-pane", "-p", "-t", session])
             .output()
             .unwrap();
+        // A pane that is gone must not read as an empty screen.
+        assert!(
+            out.status.success(),
+            "tmux capture-pane -t {session}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Env, argv, must, must_words, poked, wait_for};
 use crate::harness::{
-    Auditor, CYCLE, Daemon, KillGroupsOnDrop, PokeProcess, Rng, Writer, inspect, poke_processes, poked_check,
-    scalar, sigkill, wait_exited,
+    Auditor, CYCLE, Daemon, Guarded, KillGroupsOnDrop, PokeProcess, Rng, Writer, inspect, poke_processes,
+    poked_check, scalar, sigkill, wait_exited,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -531,17 +531,18 @@ fn recovery_leaves_alone_a_process_that_only_shares_poked_db() {
     // A shell that exports POKED_DB (and POKED_AGENT) so its hooks can run `poked activity`,
     // or a job started from it, in a process group of its own: not a command of poked's, and
     // a daemon starting up must leave it running (it once stopped it as a leftover probe).
-    let mut shell_job = Command::new("sleep")
-        .arg("600")
-        .env("POKED_DB", &env.db)
-        .env("POKED_AGENT", "a")
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut shell_job = Guarded::new(
+        Command::new("sleep")
+            .arg("600")
+            .env("POKED_DB", &env.db)
+            .env("POKED_AGENT", "a")
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
     must(&env.db, &["run", "--once"]);
-    let alive = shell_job.try_wait().unwrap().is_none();
-    let _ = shell_job.kill();
-    let _ = shell_job.wait();
+    let alive = shell_job.running();
+    drop(shell_job);
     assert!(
         alive,
         "a daemon starting up stopped a process that only had POKED_DB set"

@@ -4,10 +4,9 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, argv, assert_error, must, wait_for};
+use crate::common::{Env, argv, assert_error, is_root, must, poked, wait_for};
 use crate::harness::{Daemon, poked_through_bind_mount};
 
 fn pokes(env: &Env, agent: &str) -> i64 {
@@ -332,6 +331,10 @@ fn a_pass_with_nothing_to_do_commits_nothing() {
     let pending = "SELECT count(*) FROM poke_log WHERE outcome = 'pending'";
     assert!(wait_for(Duration::from_secs(10), || env.count(pending) == 1));
     let before = env.count("SELECT count(*) FROM passes");
+    assert!(
+        before >= 1,
+        "the pass that poked recorded no pass time: the trigger counts nothing"
+    );
     // The window ends when the command's outcome lands on its row, two seconds on.
     let ok = "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND outcome = 'ok'";
     assert!(wait_for(Duration::from_secs(20), || env.count(ok) == 1));
@@ -388,16 +391,13 @@ fn chrono_now() -> String {
 
 /// `poked run --db PATH` with no fixed time, its stderr kept.
 fn run_at(env: &Env, db: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(assert_cmd::cargo::cargo_bin!("poked"))
+    poked(db)
         .current_dir(cwd)
         .env_remove("POKED_DB")
-        .env_remove("POKED_NOW")
-        .env("NO_COLOR", "1")
         .arg("--db")
         .arg(db)
         .arg("run")
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run poked for {}: {e}", env.db.display()))
 }
@@ -435,8 +435,7 @@ fn one_daemon_per_file_whatever_path_reaches_it() {
         );
     }
     // A bind mount reaches the same file through another mount point (needs root).
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         let mount = dir.join("mnt");
         std::fs::create_dir(&mount).unwrap();
         let out = poked_through_bind_mount(dir, &mount, "", "run --once", &[]);
@@ -464,34 +463,18 @@ fn signal_mid_pass(args: &[&str], signals: usize) {
         let script = format!("touch {}/$POKED_AGENT; sleep 2", starts.display());
         must(&env.db, &["add", &format!("a{i:02}"), "--", "sh", "-c", &script]);
     }
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("poked"))
-        .env("POKED_DB", &env.db)
-        .env_remove("POKED_NOW")
-        .env("NO_COLOR", "1")
-        .arg("run")
-        .args(args)
-        .args(["--concurrency", "2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = [args, &["--concurrency", "2"]].concat();
+    let mut daemon = Daemon::spawn(&env.db, &args, &[], env.dir.path()).unwrap();
     let started = || std::fs::read_dir(&starts).unwrap().count();
     assert!(wait_for(Duration::from_secs(10), || started() >= 1));
-    for _ in 0..signals {
-        // SAFETY: signalling our own child, not yet reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(20));
+    match signals {
+        1 => daemon.signal(libc::SIGTERM),
+        _ => daemon.signal_twice(libc::SIGTERM),
     }
-    let ok = wait_for(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
-    if !ok {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(ok, "poked run {args:?} did not stop: {stderr}");
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let status = daemon.exit_within(Duration::from_secs(20));
+    let stderr = daemon.log_text();
+    assert!(status.is_some(), "poked run {args:?} did not stop: {stderr}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
     let pokes = env.count("SELECT count(*) FROM poke_log WHERE kind = 'poke'");
     assert!(
         pokes <= 2,
@@ -549,9 +532,11 @@ fn an_outcome_that_cannot_be_written_for_a_while_is_retried_until_recorded() {
         .unwrap();
     let daemon = Daemon::start(&env.db, &[]);
     assert!(wait_for(Duration::from_secs(10), || ran.exists()));
-    // The outcome cannot be written: the daemon says so (once) and keeps trying.
+    // The outcome cannot be written: the daemon says so (once) and keeps trying. (Waiting for
+    // just "outcome" would be met by the line every finished command logs.)
+    let refused = "cannot record a command's outcome yet";
     assert!(
-        wait_for(Duration::from_secs(10), || daemon.log_text().contains("outcome")),
+        daemon.wait_for_log(refused, 1, Duration::from_secs(10)),
         "{}",
         daemon.log_text()
     );
@@ -568,6 +553,12 @@ fn an_outcome_that_cannot_be_written_for_a_while_is_retried_until_recorded() {
             "SELECT count(*) FROM poke_log WHERE outcome = 'pending' AND id < (SELECT max(id) FROM poke_log)"
         ),
         0
+    );
+    assert_eq!(
+        daemon.log_text().matches(refused).count(),
+        1,
+        "{}",
+        daemon.log_text()
     );
 }
 

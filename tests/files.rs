@@ -322,8 +322,7 @@ fn a_database_owned_by_another_user_is_refused_untouched() {
 
 #[test]
 fn read_commands_work_on_a_read_only_database() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("not root: a read-only bind mount cannot be made; skipped");
         return;
     }

@@ -93,10 +93,21 @@ fn bash_loads_the_completions_and_completes_commands_and_options() {
 #[test]
 fn every_shell_gets_a_script_that_knows_every_command() {
     let commands = commands();
-    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+    // Each shell's own form of a subcommand entry: a bare name would be found inside other
+    // words ("poke" in "poked", "man" in "command").
+    type Entry = fn(&str) -> String;
+    let entry: [(&str, Entry); 5] = [
+        ("bash", |c| format!("poked__subcmd__{c}")),
+        ("zsh", |c| format!("'{c}:")),
+        ("fish", |c| format!("-a \"{c}\"")),
+        ("elvish", |c| format!("cand {c} '")),
+        ("powershell", |c| format!("[CompletionResult]::new('{c}', '{c}'")),
+    ];
+    for (shell, entry) in entry {
         let script = must(Path::new("/nonexistent/poked.db"), &["completions", shell]);
         for command in &commands {
-            assert!(script.contains(command.as_str()), "{shell}: no {command}");
+            let wanted = entry(command);
+            assert!(script.contains(&wanted), "{shell}: no {wanted}");
         }
         assert!(script.contains("metrics-listen"), "{shell}: no --metrics-listen");
     }

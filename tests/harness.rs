@@ -166,7 +166,9 @@ impl Daemon {
         }
     }
 
-    fn signal_twice(&mut self, signal: i32) {
+    /// `signal`, and once the daemon has logged that it is stopping (or has exited), `signal`
+    /// again.
+    pub fn signal_twice(&mut self, signal: i32) {
         self.signal(signal);
         let log = self.log.clone();
         if let Some(child) = self.child.as_mut() {
@@ -718,6 +720,13 @@ impl Guarded {
 
     pub fn id(&self) -> u32 {
         self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether it has not exited.
+    pub fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
     }
 
     /// The child, no longer guarded.

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, must, output_within, poked, tool, wait_for};
+use crate::common::{Env, all_rows, must, output_within, poked, tool, wait_for};
 use crate::harness::{Daemon, PATIENCE};
 
 /// A series: its metric name and its labels.
@@ -288,27 +288,11 @@ fn poked_metrics_agree_with_the_database_value_by_value() {
         "the gate's skip holds one"
     );
 
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, consecutive_misses, current_interval_ms, max_interval_ms, next_due_at,
-                    last_activity_at, held_until_at FROM agents ORDER BY id",
-        )
-        .unwrap();
-    let rows: Vec<AgentRow> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let rows: Vec<AgentRow> = all_rows(
+        &conn,
+        "SELECT id, consecutive_misses, current_interval_ms, max_interval_ms, next_due_at,
+                last_activity_at, held_until_at FROM agents ORDER BY id",
+    );
     assert_eq!(rows.len(), 6);
     for (id, misses, interval, max, due, activity, held) in &rows {
         let agent = [("agent", id.as_str())];
@@ -353,17 +337,13 @@ fn poked_metrics_agree_with_the_database_value_by_value() {
     assert!(rows.iter().any(|r| r.1 > 0), "some agent has misses");
 
     // Counters: every (agent, outcome) the log holds, and zeros for the outcomes it does not.
-    let mut stmt = conn
-        .prepare("SELECT agent_id, kind, coalesce(outcome, ''), count(*) FROM poke_log GROUP BY 1, 2, 3")
-        .unwrap();
-    let mut log: BTreeMap<(String, String, String), i64> = BTreeMap::new();
-    for row in stmt
-        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))
-        .unwrap()
-    {
-        let (key, n) = row.unwrap();
-        log.insert(key, n);
-    }
+    let log: BTreeMap<(String, String, String), i64> = all_rows::<(String, String, String, i64)>(
+        &conn,
+        "SELECT agent_id, kind, coalesce(outcome, ''), count(*) FROM poke_log GROUP BY 1, 2, 3",
+    )
+    .into_iter()
+    .map(|(id, kind, outcome, n)| ((id, kind, outcome), n))
+    .collect();
     let logged = |id: &str, kind: &str, outcome: &str| {
         log.get(&(id.to_string(), kind.to_string(), outcome.to_string()))
             .copied()

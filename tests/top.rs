@@ -10,7 +10,8 @@ use crate::harness::PATIENCE;
 
 /// `poked top` on `env`'s database in a new 100×30 session `top`; `wrapper` runs it as another
 /// user. Its exit status goes to a file (tmux loses a pane's status when the terminal closes
-/// before the process is reaped), and the pane stays after it ends, to be read.
+/// before the process is reaped), and the pane's terminal stays live after it ends (a `sleep`
+/// takes its place), so what top left on it can be read.
 fn start_top(tmux: &Tmux, env: &Env, wrapper: &[&str]) {
     let bin = assert_cmd::cargo::cargo_bin!("poked")
         .to_str()
@@ -22,7 +23,7 @@ fn start_top(tmux: &Tmux, env: &Env, wrapper: &[&str]) {
     words.extend([bin.as_str(), "top"]);
     let status = status_file(env);
     let command = format!(
-        "{}; echo $? > {}",
+        "{}; echo $? > {}; exec sleep 600",
         shell_words::join(&words),
         shell_words::quote(status.to_str().unwrap())
     );
@@ -80,7 +81,7 @@ fn paused(env: &Env, id: &str) -> i64 {
 }
 
 #[test]
-fn p_pauses_the_selected_agent_a_commit_shows_within_a_second_and_q_restores_the_terminal() {
+fn p_pauses_the_selected_agent_a_commit_shows_without_a_key_and_q_restores_the_terminal() {
     let env = Env::new();
     let Some(tmux) = Tmux::start(env.dir.path()) else {
         return;
@@ -113,6 +114,12 @@ fn p_pauses_the_selected_agent_a_commit_shows_within_a_second_and_q_restores_the
     assert!(
         !after.contains("hq-mayor"),
         "the terminal was not restored:\n{after}"
+    );
+    let alternate = tmux.run(&["display-message", "-p", "-t", "top", "#{alternate_on}"]);
+    assert_eq!(
+        String::from_utf8_lossy(&alternate.stdout).trim(),
+        "0",
+        "top left the terminal on its alternate screen"
     );
 }
 

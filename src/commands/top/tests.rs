@@ -3,7 +3,7 @@
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use ratatui::style::Color;
+use ratatui::style::{Color, Modifier};
 
 use super::app::App;
 use super::draw::{View, render};
@@ -281,4 +281,12 @@ fn without_colour_only_bold_and_reverse_remain() {
     };
     assert!(coloured(true, &mut app) > 0, "the colour view has no colour");
     assert_eq!(coloured(false, &mut app), 0);
+    // What stays: the selected row in reverse video, the headers in bold.
+    let (_, buffer) = screen(&mut app, now, false);
+    for (modifier, what) in [(Modifier::REVERSED, "reverse"), (Modifier::BOLD, "bold")] {
+        assert!(
+            buffer.content.iter().any(|c| c.modifier.contains(modifier)),
+            "no {what} cell without colour"
+        );
+    }
 }
