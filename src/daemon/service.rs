@@ -232,6 +232,7 @@ pub fn serve(
                 wal_looked: None,
                 unreported_pass: None,
                 status_at: None,
+                status_gap: STATUS_EVERY,
             };
             scheduler.record_passes();
             let result = daemon.run(scheduler);
@@ -300,6 +301,8 @@ struct Daemon<'a> {
     unreported_pass: Option<Millis>,
     /// When the status line was last worked out.
     status_at: Option<Instant>,
+    /// The least time between two status lines.
+    status_gap: Duration,
 }
 
 impl Daemon<'_> {
@@ -436,15 +439,16 @@ impl Daemon<'_> {
     }
 
     /// Sends systemd a new status line (agents due, backing off, held and paused; the last pass)
-    /// when a pass ran since the last one, at most every [`STATUS_EVERY`]; the notifier sends
-    /// it only if it changed.
+    /// when a pass ran since the last one, at most every [`STATUS_EVERY`] (less often when
+    /// reading the agents takes long); the notifier sends it only if it changed.
     fn report_status(&mut self) {
         let Some(pass_at) = self.unreported_pass else {
             return;
         };
-        if !self.notifier.is_enabled() || self.status_at.is_some_and(|at| at.elapsed() < STATUS_EVERY) {
+        if !self.notifier.is_enabled() || self.status_at.is_some_and(|at| at.elapsed() < self.status_gap) {
             return;
         }
+        let reading = Instant::now();
         let agents = match self.store.agents() {
             Ok(agents) => agents,
             Err(e) => {
@@ -466,6 +470,9 @@ impl Daemon<'_> {
         );
         self.notifier.status(&line);
         self.unreported_pass = None;
+        // Reading every agent is the loop's time: on a large fleet, look less often, so the
+        // line never takes more than a twentieth of it.
+        self.status_gap = STATUS_EVERY.max(reading.elapsed() * 20);
         self.status_at = Some(Instant::now());
     }
 
