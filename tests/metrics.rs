@@ -519,6 +519,68 @@ fn the_daemon_serves_metrics_over_http_and_a_silent_client_holds_up_nothing() {
 }
 
 #[test]
+fn a_client_that_takes_the_answer_slowly_holds_the_endpoint_no_longer_than_the_write_time() {
+    // 20,000 agents make an answer of about 20 MB, more than the two sockets' buffers hold. A
+    // client taking 1 KiB every 20 ms (50 KB/s) would need minutes; each write of the answer
+    // used to get its own 5 s, so the trickle held the one-connection endpoint (and a
+    // stopping daemon) that long. The whole answer gets WRITE_TIME now, and the next scrape
+    // is served meanwhile.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let env = Env::new();
+    let lines: String = (0..20_000)
+        .map(|i| format!("{{\"id\":\"agent-{i:05}\",\"created_at\":\"2026-01-01T00:00:00Z\"}}\n"))
+        .collect();
+    let file = env.dir.path().join("fleet.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    must(&env.db, &["import", file.to_str().unwrap()]);
+    let daemon = Daemon::start(&env.db, &["--metrics-listen", "127.0.0.1:0"]);
+    let address = metrics_address(&daemon);
+    let (taken, done) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let (status, waited) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut slow = TcpStream::connect(address).unwrap();
+            slow.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            slow.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut chunk = [0u8; 1024];
+            while !done.load(Ordering::SeqCst) {
+                match slow.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        taken.fetch_add(n, Ordering::SeqCst);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+                // The pace of the slow client, not a wait for anything.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        // The slow client stops when this scope ends, a failed scrape's panic included.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = Stop(&done);
+        let started = wait_for(PATIENCE, || taken.load(Ordering::SeqCst) > 0);
+        let asked = Instant::now();
+        let status = started.then(|| get(address, "/metrics").0);
+        (status, asked.elapsed())
+    });
+    assert_eq!(
+        status.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "the slow answer never started"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "a scrape waited {waited:?} behind a slow client"
+    );
+}
+
+#[test]
 fn counters_survive_a_daemon_restart() {
     let env = Env::new();
     must(

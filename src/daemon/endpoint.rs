@@ -5,8 +5,8 @@
 //! path and 405 for any other method, one connection at a time, each closed after its answer.
 //! It reads the database on a connection of its own, so the scheduler's connections are never
 //! waited for, and a read never blocks poked's writers (WAL). A slow or silent client cannot
-//! hold it for long either: the request must arrive within [`REQUEST_TIME`] and the answer be
-//! taken within [`WRITE_TIME`], or the connection is dropped. Nothing it does can block the
+//! hold it for long either: the request must arrive within [`REQUEST_TIME`] and the whole answer
+//! be taken within [`WRITE_TIME`], or the connection is dropped. Nothing it does can block the
 //! daemon's loop, which only asks it to stop (it looks five times a second).
 //!
 //! The address is bound by [`bind`] before the daemon recovers or pokes anything, so a port in
@@ -27,7 +27,7 @@ use crate::store::{OpenOptions, Store};
 const POLL: Duration = Duration::from_millis(200);
 /// How long a client has to send its request.
 pub const REQUEST_TIME: Duration = Duration::from_secs(5);
-/// How long a client has to take each part of the answer.
+/// How long a client has to take the whole answer.
 pub const WRITE_TIME: Duration = Duration::from_secs(5);
 /// The longest request head read; a scrape's is a few hundred bytes.
 const MAX_REQUEST: usize = 8192;
@@ -128,7 +128,6 @@ enum Served {
 /// Reads one request from `stream` and answers it.
 fn answer(mut stream: TcpStream, render: impl FnOnce() -> Result<String>) -> std::io::Result<Served> {
     stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(WRITE_TIME))?;
     let head = read_head(&mut stream)?;
     let line = head.lines().next().unwrap_or_default();
     let mut words = line.split(' ');
@@ -205,6 +204,25 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
     }
 }
 
+/// Writes all of `bytes` before `deadline`, or fails: a client that takes a large answer a
+/// few bytes at a time cannot hold the endpoint longer than that.
+fn write_within(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn respond(
     stream: &mut TcpStream,
     status: &str,
@@ -216,11 +234,11 @@ fn respond(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
+    let deadline = Instant::now() + WRITE_TIME;
+    write_within(stream, head.as_bytes(), deadline)?;
     if with_body {
-        stream.write_all(body.as_bytes())?;
+        write_within(stream, body.as_bytes(), deadline)?;
     }
-    stream.flush()?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
     Ok(())
 }
