@@ -29,14 +29,12 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Reads the store and renders every metric at `now` (the instant that decides which agents
 /// are due or held).
 pub fn render(store: &Store, now: Millis) -> Result<String> {
-    let agents = store.agents()?;
-    let counters = store.counters()?;
-    let last_pass_at = store.daemon_record()?.and_then(|record| record.last_pass_at);
+    let read = store.metrics_inputs()?;
     let daemon_up = crate::daemon::lock::holder(store.path()).is_some();
     Ok(Exposition {
-        agents: &agents,
-        counters: &counters,
-        last_pass_at,
+        agents: &read.agents,
+        counters: &read.counters,
+        last_pass_at: read.daemon.and_then(|record| record.last_pass_at),
         daemon_up,
         now,
     }

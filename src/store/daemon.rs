@@ -85,18 +85,7 @@ impl Store {
 
     /// The daemon row, if a daemon ever ran on this database.
     pub fn daemon_record(&self) -> Result<Option<DaemonRecord>> {
-        self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT pid, version, started_at, last_pass_at, stopped_at FROM daemon WHERE singleton = 1",
-                    [],
-                    |row| {
-                        let (pid, version, started_at, last_pass_at, stopped_at) = TryFrom::try_from(row)?;
-                        Ok(DaemonRecord { pid, version, started_at, last_pass_at, stopped_at })
-                    },
-                )
-                .optional()?)
-        })
+        self.read(read_daemon_record)
     }
 
     /// The earliest `next_due_at`, paused agents aside (one index lookup).
@@ -161,4 +150,24 @@ impl Store {
             conn: self.spec.connect()?,
         })
     }
+}
+
+/// The daemon row, read on `conn`.
+pub(super) fn read_daemon_record(conn: &rusqlite::Connection) -> Result<Option<DaemonRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT pid, version, started_at, last_pass_at, stopped_at FROM daemon WHERE singleton = 1",
+            [],
+            |row| {
+                let (pid, version, started_at, last_pass_at, stopped_at) = TryFrom::try_from(row)?;
+                Ok(DaemonRecord {
+                    pid,
+                    version,
+                    started_at,
+                    last_pass_at,
+                    stopped_at,
+                })
+            },
+        )
+        .optional()?)
 }

@@ -48,35 +48,58 @@ impl Counters {
     }
 }
 
+/// The counters of every existing agent, read on `conn`.
+fn read_counters(conn: &rusqlite::Connection) -> Result<Counters> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.agent_id, c.kind, c.outcome, c.n FROM counters c
+         JOIN agents a ON a.id = c.agent_id ORDER BY c.agent_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Counters::default();
+    while let Some(row) = rows.next()? {
+        let (id, kind, outcome): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let (Ok(id), Ok(kind)) = (AgentId::parse(&id), kind.parse::<Kind>()) else {
+            continue;
+        };
+        let outcome = if outcome.is_empty() {
+            None
+        } else {
+            outcome.parse::<Outcome>().ok()
+        };
+        *out.agents
+            .entry(id)
+            .or_default()
+            .rows
+            .entry((kind, outcome))
+            .or_default() += row.get::<_, i64>(3)?;
+    }
+    Ok(out)
+}
+
+/// What a scrape reads, from one snapshot: a commit between its reads cannot show a counter
+/// ahead of the agent row that the same transition changed.
+#[derive(Debug, Clone)]
+pub struct MetricsInputs {
+    pub agents: Vec<crate::agent::Agent>,
+    pub counters: Counters,
+    pub daemon: Option<super::DaemonRecord>,
+}
+
 impl Store {
     /// The counters of every existing agent (removed agents' counters are kept for when the id
     /// comes back, but not reported).
     pub fn counters(&self) -> Result<Counters> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT c.agent_id, c.kind, c.outcome, c.n FROM counters c
-                 JOIN agents a ON a.id = c.agent_id ORDER BY c.agent_id",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut out = Counters::default();
-            while let Some(row) = rows.next()? {
-                let (id, kind, outcome): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-                let (Ok(id), Ok(kind)) = (AgentId::parse(&id), kind.parse::<Kind>()) else {
-                    continue;
-                };
-                let outcome = if outcome.is_empty() {
-                    None
-                } else {
-                    outcome.parse::<Outcome>().ok()
-                };
-                *out.agents
-                    .entry(id)
-                    .or_default()
-                    .rows
-                    .entry((kind, outcome))
-                    .or_default() += row.get::<_, i64>(3)?;
-            }
-            Ok(out)
+        self.read(read_counters)
+    }
+
+    /// The agents, their counters and the daemon row, in one snapshot (for a scrape).
+    pub fn metrics_inputs(&self) -> Result<MetricsInputs> {
+        self.snapshot(|conn| {
+            Ok(MetricsInputs {
+                agents: super::queries::all_agents(conn)?,
+                counters: read_counters(conn)?,
+                daemon: super::daemon::read_daemon_record(conn)?,
+            })
         })
     }
 }

@@ -55,7 +55,7 @@ pub use check::{Breach, CheckSnapshot, PendingRow, Rule};
 pub use daemon::{Correction, DaemonRecord, Watcher};
 pub use follow::{FollowStart, FollowStep};
 pub use import::{BatchFailure, ImportCounts};
-pub use metrics::{AgentCounters, Counters};
+pub use metrics::{AgentCounters, Counters, MetricsInputs};
 pub use open::{ConnectionSettings, SCHEMA_VERSION, migrations};
 pub use prune::PRUNE_BATCH;
 pub use queries::{Decidable, Due, HistoryFilter, Streak, StreakEscalation, Unreadable, Want};

@@ -31,6 +31,13 @@ pub(super) fn agent_by_id(conn: &Connection, id: &AgentId) -> Result<Agent> {
         .ok_or_else(|| Error::UnknownAgent(id.to_string()))
 }
 
+/// Every agent, by id, read on `conn`.
+pub(super) fn all_agents(conn: &Connection) -> Result<Vec<Agent>> {
+    let mut stmt = conn.prepare_cached(ALL_AGENTS)?;
+    let rows = stmt.query_map([], agent_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// The agents a due query found.
 #[derive(Debug, Clone, Default)]
 pub struct Due {
@@ -295,11 +302,7 @@ impl Store {
 
     /// Every agent, by id.
     pub fn agents(&self) -> Result<Vec<Agent>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(ALL_AGENTS)?;
-            let rows = stmt.query_map([], agent_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        self.read(all_agents)
     }
 
     /// The agents due at `at`, soonest first (an index range scan).
