@@ -177,18 +177,18 @@ impl Shown {
                     Some(_) => next_due(agent, now),
                 },
             ),
-            ("command", argv(&s.command, "none (pokes are only recorded)")),
-            ("heartbeat file", heartbeat(agent)),
         ];
         // What SPEC §7 adds is shown where the agent uses it, so a plain agent reads plainly.
-        if agent.held_until_at.is_some() {
-            lines.insert(10, ("held until", hold(agent, now)));
+        if let Some(at) = agent.held_until_at {
+            lines.push(("held until", hold(at, now)));
         }
+        lines.push(("command", argv(&s.command, "none (pokes are only recorded)")));
+        lines.push(("heartbeat file", heartbeat(agent)));
         if s.activity_cmd.is_some() {
             lines.push(("activity probe", probe(agent)));
         }
         if s.only_if.is_some() {
-            lines.push(("gate", argv(&s.only_if, "none")));
+            lines.push(("gate", argv(&s.only_if, "")));
         }
         if !ladder.rungs.is_empty() || cap.count(now) > 0 {
             lines.push(("ladder", ladder_text(&ladder.rungs, streak)));
@@ -212,11 +212,11 @@ impl Shown {
     }
 }
 
-fn hold(agent: &Agent, now: Millis) -> String {
-    match agent.held_until_at {
-        Some(at) if at > now => format!("{} ({})", format_time(at), due_relative(at, now)),
-        Some(at) => format!("{} (over)", format_time(at)),
-        None => "not held".into(),
+fn hold(at: Millis, now: Millis) -> String {
+    if at > now {
+        format!("{} ({})", format_time(at), due_relative(at, now))
+    } else {
+        format!("{} (over)", format_time(at))
     }
 }
 
