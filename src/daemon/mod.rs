@@ -13,6 +13,7 @@
 pub mod command;
 pub mod endpoint;
 pub mod heartbeat;
+mod jobs;
 pub mod lock;
 pub mod notify;
 pub mod pass;

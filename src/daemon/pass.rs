@@ -28,11 +28,12 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::command::{CommandResult, run_command};
 use super::heartbeat::Heartbeats;
+use super::jobs::{JobQueue, Jobs};
 use super::prepare::{Shared, prepare};
 use super::probe::ProbeHealth;
 use crate::agent::{Agent, AgentId};
@@ -133,7 +134,8 @@ pub struct Scheduler<'a> {
     options: &'a PassOptions,
     stop: &'a AtomicBool,
     heartbeats: &'a Heartbeats,
-    jobs: Option<mpsc::Sender<Job>>,
+    /// Where jobs go to the workers; `None` once closed.
+    jobs: Option<Jobs<'a, Job>>,
     done: mpsc::Receiver<Done>,
     /// Agents with a job or an unrecorded outcome: never given a second one.
     in_flight: HashSet<AgentId>,
@@ -162,8 +164,7 @@ pub fn with_scheduler<T>(
     cancel: &AtomicBool,
     f: impl FnOnce(&mut Scheduler<'_>) -> T,
 ) -> T {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    let queue = Mutex::new(queue);
+    let queue = JobQueue::new();
     let (done_tx, done) = mpsc::channel::<Done>();
     let heartbeats = Heartbeats::default();
     let probes = ProbeHealth::default();
@@ -182,10 +183,7 @@ pub fn with_scheduler<T>(
             let done_tx = done_tx.clone();
             let (queue, shared) = (&queue, &shared);
             scope.spawn(move || {
-                loop {
-                    // The lock is held only to take the next job off the queue.
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(job) = next else { break };
+                while let Some(job) = queue.next() {
                     let done = match job {
                         Job::Run(started) => Done {
                             agent: started.agent.id.clone(),
@@ -205,7 +203,7 @@ pub fn with_scheduler<T>(
             options,
             stop,
             heartbeats: &heartbeats,
-            jobs: Some(jobs),
+            jobs: Some(Jobs(&queue)),
             done,
             in_flight: HashSet::new(),
             unrecorded: Vec::new(),
@@ -403,8 +401,7 @@ impl Scheduler<'_> {
 
     fn send(&self, job: Job) {
         if let Some(jobs) = &self.jobs {
-            // The workers live as long as the scheduler, so the queue is open.
-            let _ = jobs.send(job);
+            jobs.0.push(job);
         }
     }
 
