@@ -309,7 +309,6 @@ impl Daemon<'_> {
     fn run(&mut self, scheduler: &mut Scheduler<'_>) -> Result<()> {
         while !self.stop.load(Ordering::SeqCst) {
             self.notifier.keep_alive();
-            let version = self.watcher.data_version()?;
             let report = match self.step(scheduler) {
                 Ok(report) => report,
                 Err(e) if is_transient(&e) => {
@@ -330,10 +329,14 @@ impl Daemon<'_> {
             if self.failing.take().is_some() {
                 tracing::info!("the database is available again");
             }
-            // Any commit since the pass began wakes us again, ours included: the watcher cannot
-            // tell ours from another process's, and a change made during the pass must not wait
-            // for the next due time. The pass after ours finds nothing to do and commits nothing.
-            let seen = version;
+            // Commits from now on wake the sleep below. Read after the pass, because the
+            // watcher cannot tell the pass's own commit from another process's: read before
+            // it, every pass that wrote woke us to one more with nothing to do (a third of the
+            // passes of a busy daemon). Another process cannot commit during the pass, which
+            // holds the write lock throughout; what it commits after the pass and before this
+            // read is in what the due time below is read from, or waits for the next look
+            // (at most `POLL`) when something is due already.
+            let seen = self.watcher.data_version()?;
             if report.unrecorded > 0 {
                 // Outcomes the database refused: try again soon, whatever is due.
                 self.sleep(scheduler, Instant::now() + Duration::from_secs(1), Some(seen))?;
