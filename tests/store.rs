@@ -1,7 +1,7 @@
 //! The store through the library: reopening, atomic transitions, the due query's plan,
 //! migrations.
 
-use poked::agent::{AgentId, Settings};
+use poked::agent::{AgentId, Rung, Settings};
 use poked::backoff::Strategy;
 use poked::random::FixedDraw;
 use std::sync::atomic::AtomicBool;
@@ -222,6 +222,79 @@ fn a_pass_with_every_worker_taken_still_pokes_the_agents_that_need_none() {
     let mut poked = poked;
     poked.sort();
     assert_eq!(poked, ["c1", "p1", "p2"]);
+}
+
+#[test]
+fn an_escalation_of_an_agent_without_a_command_waits_for_a_worker() {
+    // Two agents with a ladder but no command of their own reach their rung in the same pass.
+    // The due scan kept no worker for them (they need none to be poked), yet the rung runs a
+    // command: with one worker, one escalation is committed and started, and the other waits
+    // for the next pass instead of being committed to wait in the queue (its time logged
+    // before its command could start).
+    let (_env, store) = new_store();
+    let draw = FixedDraw(0.0);
+    let rung = Rung::parse("1:true").unwrap();
+    for name in ["e1", "e2"] {
+        store
+            .add(
+                &id(name),
+                &Settings::default(),
+                std::slice::from_ref(&rung),
+                false,
+                0,
+                &draw,
+            )
+            .unwrap();
+        store.record_poke(&id(name), 1_000, &draw).unwrap();
+    }
+    // A day later both pokes went unanswered: each pass records a miss and reaches rung 1.
+    let now = 3_600_000 * 24;
+    let (options, stop, cancel) = (
+        PassOptions {
+            concurrency: 1,
+            ..PassOptions::default()
+        },
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+    );
+    let escalations = |store: &Store| {
+        store
+            .history(&HistoryFilter {
+                kinds: vec![Kind::Escalation],
+                ..HistoryFilter::default()
+            })
+            .unwrap()
+            .len()
+    };
+    let first = with_scheduler(
+        &store,
+        &FixedClock::new(now),
+        &draw,
+        &options,
+        &stop,
+        &cancel,
+        |s| {
+            let report = s.pass(now, true).unwrap();
+            (report, escalations(&store))
+        },
+    );
+    assert_eq!(first.1, 1, "one worker, one escalation committed: {:?}", first.0);
+    assert!(
+        first.0.deferred,
+        "the other agent waits for the worker: {:?}",
+        first.0
+    );
+    // The next pass, once the worker is free, escalates the other.
+    let report = with_scheduler(
+        &store,
+        &FixedClock::new(now),
+        &draw,
+        &options,
+        &stop,
+        &cancel,
+        |s| s.pass(now, true).unwrap(),
+    );
+    assert_eq!((report.escalations, escalations(&store)), (1, 2), "{report:?}");
 }
 
 #[test]

@@ -41,7 +41,7 @@ use crate::clock::{Clock, Millis};
 use crate::error::{Error, Result};
 use crate::log::{Kind, Outcome};
 use crate::random::Draw;
-use crate::rules::{self, KnownLadder, Reading, Source};
+use crate::rules::{self, Action, KnownLadder, Reading, Source};
 use crate::store::{Finished, Started, Store, Want};
 use crate::units::format_duration;
 
@@ -322,6 +322,15 @@ impl Scheduler<'_> {
                 } else {
                     rules::decide(&agent, now, allow_misses, false, &mut KnownLadder::default())?
                 };
+                // A rung runs a command even for an agent without one, which the due scan
+                // kept no worker for: it takes one now, or waits for the next pass.
+                if matches!(decision.action, Action::Escalate(_)) && agent.settings.command.is_none() {
+                    if slots == 0 {
+                        report.deferred = true;
+                        continue;
+                    }
+                    slots -= 1;
+                }
                 let poke = tx.begin(&mut agent, &decision, now, draw, None)?;
                 report.started(&poke);
                 if poke.command.is_some() {
