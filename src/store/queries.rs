@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::Store;
 use super::rows::{
     ACTIVITY_CMD_COLUMN, AGENT_BY_ID, ALL_AGENTS, COMMAND_COLUMN, DUE_AGENTS, DUE_COMMANDLESS_AFTER,
-    LOG_COLUMNS, NEXT_DUE_AGENT, NEXT_DUE_COLUMN, ONLY_IF_COLUMN, agent_from_row, argv_from_json,
-    log_from_row,
+    LOG_COLUMNS, NEXT_DUE_AGENT, NEXT_DUE_COLUMN, ONLY_IF_COLUMN, ROWID_COLUMN, agent_from_row,
+    argv_from_json, log_from_row,
 };
 use crate::agent::{Agent, AgentId, Rung};
 use crate::clock::Millis;
@@ -25,8 +25,15 @@ use crate::rules::{Cap, KnownLadder};
 
 /// One agent, read on `conn` (inside a transaction or a snapshot, or on its own).
 pub(super) fn agent_by_id(conn: &Connection, id: &AgentId) -> Result<Agent> {
+    agent_and_rowid(conn, id).map(|(agent, _)| agent)
+}
+
+/// One agent and its rowid, read on `conn`.
+pub(super) fn agent_and_rowid(conn: &Connection, id: &AgentId) -> Result<(Agent, i64)> {
     conn.prepare_cached(AGENT_BY_ID)?
-        .query_row([id.as_str()], agent_from_row)
+        .query_row([id.as_str()], |row| {
+            Ok((agent_from_row(row)?, row.get(ROWID_COLUMN)?))
+        })
         .optional()?
         .ok_or_else(|| Error::UnknownAgent(id.to_string()))
 }
@@ -48,6 +55,8 @@ pub struct Due {
     pub unreadable: Vec<Unreadable>,
     /// Rows the query returned, decoded or not: the limit was reached when this equals it.
     pub seen: usize,
+    /// The rowid of each of `agents`, in order.
+    pub(super) rowids: Vec<i64>,
 }
 
 /// An agent row that could not be read, and why.
@@ -120,7 +129,10 @@ pub(super) fn due_rows(
 /// Decodes a due row into `due`, or notes it unreadable.
 fn take_due_row(row: &rusqlite::Row<'_>, due: &mut Due) -> Result<()> {
     match agent_from_row(row) {
-        Ok(agent) => due.agents.push(agent),
+        Ok(agent) => {
+            due.agents.push(agent);
+            due.rowids.push(row.get(ROWID_COLUMN)?);
+        }
         Err(e) => due.unreadable.push(Unreadable {
             id: row.get(0)?,
             reason: e.to_string(),

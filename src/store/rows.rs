@@ -14,7 +14,7 @@ macro_rules! agent_columns {
         "id, strategy, base_interval_ms, max_interval_ms, factor, jitter, fresh_ms, \
          very_stale_ms, current_interval_ms, wait_ms, consecutive_misses, last_poke_at, last_activity_at, paused, \
          command, heartbeat_file, created_at, updated_at, next_due_at, activity_cmd, echo_ms, only_if, grace_ms, \
-         escalate_limit, escalate_window_ms, held_until_at, heartbeat_seen_at, probe_seen_at"
+         escalate_limit, escalate_window_ms, held_until_at, heartbeat_seen_at, probe_seen_at, rowid"
     };
 }
 
@@ -144,6 +144,8 @@ pub(super) fn with_agent_values<T>(agent: &Agent, f: impl FnOnce(&[&dyn ToSql; 2
 
 /// Where `agent_columns!` puts the due time, the command, the probe and the gate.
 pub(super) const NEXT_DUE_COLUMN: usize = 18;
+/// The row's rowid, last: a transaction writes an agent it read back by it ([`super::Tx`]).
+pub(super) const ROWID_COLUMN: usize = 28;
 pub(super) const COMMAND_COLUMN: usize = 14;
 pub(super) const ACTIVITY_CMD_COLUMN: usize = 19;
 pub(super) const ONLY_IF_COLUMN: usize = 21;

@@ -8,6 +8,9 @@
 //! or a random source. A transition on an unknown agent is [`Error::UnknownAgent`], never a
 //! silent no-op.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::Store;
@@ -145,12 +148,34 @@ impl Entry {
     }
 }
 
+/// The statement of [`Tx::save_state`], finding the row by `$row`.
+macro_rules! save_state {
+    ($row:literal) => {
+        concat!(
+            "UPDATE agents SET current_interval_ms = ?2, wait_ms = ?3, consecutive_misses = ?4,
+                 last_poke_at = ?5, last_activity_at = ?6, paused = ?7, held_until_at = ?8,
+                 heartbeat_seen_at = ?9, probe_seen_at = ?10, updated_at = ?11 WHERE ",
+            $row
+        )
+    };
+}
+
+/// [`Tx::save_state`] by id.
+const SAVE_STATE: &str = save_state!("id = ?1");
+
+/// [`Tx::save_state`] by the rowid the agent was read at (?12), its id checked.
+const SAVE_STATE_BY_ROWID: &str = save_state!("rowid = ?12 AND id = ?1");
+
 /// One write transaction (`BEGIN IMMEDIATE`), lent by [`Store::write`].
 pub struct Tx<'c> {
     tx: Transaction<'c>,
     abandoned: bool,
     /// The connection's count of rows written, when the transaction began.
     changes_at_begin: u64,
+    /// The rowid of each agent this transaction read, by id: a transition writes the row back
+    /// by it, rather than looking its id up in the index again (that second lookup was a
+    /// twentieth of a transition when the disk does not flush).
+    rowids: RefCell<HashMap<String, i64>>,
 }
 
 impl<'c> Tx<'c> {
@@ -160,6 +185,7 @@ impl<'c> Tx<'c> {
             tx,
             abandoned: false,
             changes_at_begin,
+            rowids: RefCell::default(),
         }
     }
 
@@ -197,7 +223,11 @@ impl<'c> Tx<'c> {
 
     /// One agent.
     pub fn agent(&self, id: &AgentId) -> Result<Agent> {
-        super::queries::agent_by_id(&self.tx, id)
+        let (agent, rowid) = super::queries::agent_and_rowid(&self.tx, id)?;
+        self.rowids
+            .borrow_mut()
+            .insert(agent.id.as_str().to_owned(), rowid);
+        Ok(agent)
     }
 
     /// At most `limit` agents due at `now`, soonest first (an index range scan), of which only
@@ -209,7 +239,12 @@ impl<'c> Tx<'c> {
         limit: usize,
         wanted: &mut dyn FnMut(&str, bool) -> super::queries::Want,
     ) -> Result<super::queries::Due> {
-        super::queries::due_rows(&self.tx, now, limit, wanted)
+        let due = super::queries::due_rows(&self.tx, now, limit, wanted)?;
+        let mut rowids = self.rowids.borrow_mut();
+        for (agent, rowid) in due.agents.iter().zip(&due.rowids) {
+            rowids.insert(agent.id.as_str().to_owned(), *rowid);
+        }
+        Ok(due)
     }
 
     /// Whether the agent has a poke or an escalation whose outcome is still to come.
@@ -247,28 +282,34 @@ impl<'c> Tx<'c> {
 
     /// Writes back the state columns a transition changes — never the settings, so their
     /// CHECK constraints are not evaluated again; exactly one row must change.
+    ///
+    /// The row is found by the rowid this transaction read it at, its id checked; by its id
+    /// when that finds none (an agent not read by this transaction, or whose row was replaced
+    /// since).
     fn save_state(&self, agent: &Agent) -> Result<()> {
-        let changed = self
-            .tx
-            .prepare_cached(
-                "UPDATE agents SET current_interval_ms = ?2, wait_ms = ?3, consecutive_misses = ?4,
-                     last_poke_at = ?5, last_activity_at = ?6, paused = ?7, held_until_at = ?8,
-                     heartbeat_seen_at = ?9, probe_seen_at = ?10, updated_at = ?11
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                agent.id.as_str(),
-                agent.current_interval_ms,
-                agent.wait_ms,
-                agent.consecutive_misses,
-                agent.last_poke_at,
-                agent.last_activity_at,
-                agent.paused,
-                agent.held_until_at,
-                agent.heartbeat_seen_at,
-                agent.probe_seen_at,
-                agent.updated_at,
-            ])?;
+        let rowid = self.rowids.borrow().get(agent.id.as_str()).copied();
+        let values = params![
+            agent.id.as_str(),
+            agent.current_interval_ms,
+            agent.wait_ms,
+            agent.consecutive_misses,
+            agent.last_poke_at,
+            agent.last_activity_at,
+            agent.paused,
+            agent.held_until_at,
+            agent.heartbeat_seen_at,
+            agent.probe_seen_at,
+            agent.updated_at,
+            rowid,
+        ];
+        let mut changed = match rowid {
+            Some(_) => self.tx.prepare_cached(SAVE_STATE_BY_ROWID)?.execute(values)?,
+            None => 0,
+        };
+        if changed == 0 {
+            // Without the rowid (?12).
+            changed = self.tx.prepare_cached(SAVE_STATE)?.execute(&values[..11])?;
+        }
         if changed != 1 {
             return Err(Error::UnknownAgent(agent.id.to_string()));
         }
@@ -886,5 +927,44 @@ mod faults {
             tx.execute_batch("BEGIN IMMEDIATE")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::FixedDraw;
+    use crate::store::OpenOptions;
+
+    #[test]
+    fn a_transition_writes_the_agent_it_read_even_when_its_row_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions {
+            create: true,
+            ..OpenOptions::default()
+        };
+        let store = Store::open(&dir.path().join("poked.db"), options).unwrap();
+        let (a, b) = (AgentId::parse("a").unwrap(), AgentId::parse("b").unwrap());
+        let draw = FixedDraw(0.0);
+        for id in [&a, &b] {
+            store.add(id, &Settings::default(), &[], false, 0, &draw).unwrap();
+        }
+        store
+            .write(|tx| {
+                let mut agent = tx.agent(&a)?;
+                // After the read, `a` moves to another rowid and `b` takes the one `a` was read
+                // at: the write must find `a`, and leave `b` alone.
+                let read_at: i64 = tx.rowids.borrow()["a"];
+                tx.conn()
+                    .execute("UPDATE agents SET rowid = 1000 WHERE id = 'a'", [])?;
+                tx.conn()
+                    .execute("UPDATE agents SET rowid = ?1 WHERE id = 'b'", [read_at])?;
+                rules::miss(&mut agent, 10, &draw);
+                tx.transition(&mut agent, Entry::new(Kind::Miss, 10))?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.agent(&a).unwrap().consecutive_misses, 1);
+        assert_eq!(store.agent(&b).unwrap().consecutive_misses, 0, "b was written");
     }
 }
