@@ -7,7 +7,7 @@ use poked::random::FixedDraw;
 use std::sync::atomic::AtomicBool;
 
 use poked::clock::FixedClock;
-use poked::daemon::{PassOptions, with_scheduler};
+use poked::daemon::{PassOptions, Scheduler, with_scheduler};
 use poked::log::Kind;
 use poked::store::{HistoryFilter, OpenOptions, Store};
 
@@ -170,6 +170,25 @@ fn the_due_query_uses_the_index() {
     }
 }
 
+/// Runs `f` with a scheduler of one worker at `now` (jitter draw 0), then waits for its
+/// commands and records their outcomes.
+fn with_one_worker<T>(store: &Store, now: i64, f: impl FnOnce(&mut Scheduler<'_>) -> T) -> T {
+    let options = PassOptions {
+        concurrency: 1,
+        ..PassOptions::default()
+    };
+    let (stop, cancel) = (AtomicBool::new(false), AtomicBool::new(false));
+    with_scheduler(
+        store,
+        &FixedClock::new(now),
+        &FixedDraw(0.0),
+        &options,
+        &stop,
+        &cancel,
+        f,
+    )
+}
+
 #[test]
 fn a_pass_with_every_worker_taken_still_pokes_the_agents_that_need_none() {
     // Three agents with a command fall due first, then two without: with one worker, a pass
@@ -191,23 +210,7 @@ fn a_pass_with_every_worker_taken_still_pokes_the_agents_that_need_none() {
             .unwrap();
     }
     let now = 3_600_000 * 24;
-    let (options, stop, cancel) = (
-        PassOptions {
-            concurrency: 1,
-            ..PassOptions::default()
-        },
-        AtomicBool::new(false),
-        AtomicBool::new(false),
-    );
-    let report = with_scheduler(
-        &store,
-        &FixedClock::new(now),
-        &draw,
-        &options,
-        &stop,
-        &cancel,
-        |s| s.pass(now, true).unwrap(),
-    );
+    let report = with_one_worker(&store, now, |s| s.pass(now, true).unwrap());
     assert_eq!(report.pokes, 3, "{report:?}");
     assert!(report.deferred, "two agents wait for the worker: {report:?}");
     let poked: Vec<String> = store
@@ -249,14 +252,6 @@ fn an_escalation_of_an_agent_without_a_command_waits_for_a_worker() {
     }
     // A day later both pokes went unanswered: each pass records a miss and reaches rung 1.
     let now = 3_600_000 * 24;
-    let (options, stop, cancel) = (
-        PassOptions {
-            concurrency: 1,
-            ..PassOptions::default()
-        },
-        AtomicBool::new(false),
-        AtomicBool::new(false),
-    );
     let escalations = |store: &Store| {
         store
             .history(&HistoryFilter {
@@ -266,18 +261,10 @@ fn an_escalation_of_an_agent_without_a_command_waits_for_a_worker() {
             .unwrap()
             .len()
     };
-    let first = with_scheduler(
-        &store,
-        &FixedClock::new(now),
-        &draw,
-        &options,
-        &stop,
-        &cancel,
-        |s| {
-            let report = s.pass(now, true).unwrap();
-            (report, escalations(&store))
-        },
-    );
+    let first = with_one_worker(&store, now, |s| {
+        let report = s.pass(now, true).unwrap();
+        (report, escalations(&store))
+    });
     assert_eq!(first.1, 1, "one worker, one escalation committed: {:?}", first.0);
     assert!(
         first.0.deferred,
@@ -285,15 +272,7 @@ fn an_escalation_of_an_agent_without_a_command_waits_for_a_worker() {
         first.0
     );
     // The next pass, once the worker is free, escalates the other.
-    let report = with_scheduler(
-        &store,
-        &FixedClock::new(now),
-        &draw,
-        &options,
-        &stop,
-        &cancel,
-        |s| s.pass(now, true).unwrap(),
-    );
+    let report = with_one_worker(&store, now, |s| s.pass(now, true).unwrap());
     assert_eq!((report.escalations, escalations(&store)), (1, 2), "{report:?}");
 }
 
