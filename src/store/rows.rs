@@ -144,11 +144,11 @@ pub(super) fn with_agent_values<T>(agent: &Agent, f: impl FnOnce(&[&dyn ToSql; 2
 
 /// Where `agent_columns!` puts the due time, the command, the probe and the gate.
 pub(super) const NEXT_DUE_COLUMN: usize = 18;
-/// The row's rowid, last: a transaction writes an agent it read back by it ([`super::Tx`]).
-pub(super) const ROWID_COLUMN: usize = 28;
 pub(super) const COMMAND_COLUMN: usize = 14;
 pub(super) const ACTIVITY_CMD_COLUMN: usize = 19;
 pub(super) const ONLY_IF_COLUMN: usize = 21;
+/// The row's rowid, last: a transaction writes an agent it read back by it ([`super::Tx`]).
+pub(super) const ROWID_COLUMN: usize = 28;
 
 /// Reads one `agents` row selected with `agent_columns!` (the statements above).
 pub(super) fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
