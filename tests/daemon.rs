@@ -585,3 +585,30 @@ fn a_command_gets_the_database_path_byte_for_byte() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&seen).unwrap(), db.as_os_str().as_bytes());
 }
+
+#[test]
+fn the_stop_line_counts_the_pokes_of_agents_with_a_probe_or_a_gate() {
+    // Agents with a probe or a gate are poked by the workers, which commit their own
+    // transitions: the daemon's last line must count those pokes too.
+    let env = Env::new();
+    add(
+        &env,
+        &["gated", "--base", "1h", "--only-if", "true", "--", "true"],
+    );
+    add(&env, &["plain", "--base", "1h", "--", "true"]);
+    let mut daemon = Daemon::start(&env.db, &[]);
+    let settled = "SELECT count(*) FROM poke_log WHERE kind = 'poke' AND outcome = 'ok'";
+    assert!(
+        wait_for(Duration::from_secs(10), || env.count(settled) == 2),
+        "{}",
+        daemon.log_text()
+    );
+    daemon.signal(libc::SIGTERM);
+    exits_cleanly(&mut daemon);
+    let log = daemon.log_text();
+    let last = log
+        .lines()
+        .rfind(|line| line.contains("poked daemon stopped"))
+        .unwrap_or_else(|| panic!("no stop line in:\n{log}"));
+    assert!(last.contains("pokes=2"), "{last}");
+}

@@ -489,7 +489,7 @@ impl Scheduler<'_> {
     /// until it is recorded; after `cancel` (a second signal) a refused outcome is given up
     /// after a few more tries (it stays `pending`, and the next daemon records it
     /// `interrupted`).
-    fn finish(&mut self, cancel: &AtomicBool) {
+    pub(super) fn finish(&mut self, cancel: &AtomicBool) {
         let mut delay = Duration::from_millis(100);
         let mut tries_after_cancel = 0;
         loop {

@@ -245,7 +245,14 @@ pub fn serve(
                 Ok(()) => "stopping".to_string(),
                 Err(e) => format!("stopping on an error: {e}"),
             });
-            result.map(|()| daemon.total)
+            // Waited for here rather than after this closure, so that the transitions the
+            // workers committed (agents with a probe or a gate) are in the total.
+            scheduler.finish(cancel);
+            result.map(|()| {
+                let mut total = daemon.total;
+                total.add(scheduler.worker_report());
+                total
+            })
         });
         endpoint_stop.store(true, Ordering::SeqCst);
         result
