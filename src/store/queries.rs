@@ -8,6 +8,8 @@
 //! agent_id = ?1)` would be one cached statement, but SQLite cannot use an index for a term that
 //! may be switched off, so every such query would scan the whole log.
 
+use std::collections::HashMap;
+
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
@@ -55,8 +57,6 @@ pub struct Due {
     pub unreadable: Vec<Unreadable>,
     /// Rows the query returned, decoded or not: the limit was reached when this equals it.
     pub seen: usize,
-    /// The rowid of each of `agents`, in order.
-    pub(super) rowids: Vec<i64>,
 }
 
 /// An agent row that could not be read, and why.
@@ -81,12 +81,14 @@ pub enum Want {
 /// before it is decoded (`needs_slot`: it has a command, a probe or a gate); a row it refuses
 /// still counts in [`Due::seen`], so the caller knows whether the limit was reached. Once it
 /// answers [`Want::NoWorker`], the scan goes on with [`DUE_COMMANDLESS_AFTER`] from that row,
-/// so the rows waiting for a worker (often most of them) are neither built nor counted.
+/// so the rows waiting for a worker (often most of them) are neither built nor counted. The
+/// rowid of each agent taken goes into `rowids`, by id.
 pub(super) fn due_rows(
     conn: &Connection,
     now: Millis,
     limit: usize,
     wanted: &mut dyn FnMut(&str, bool) -> Want,
+    rowids: &mut HashMap<String, i64>,
 ) -> Result<Due> {
     let mut due = Due::default();
     let mut stmt = conn.prepare_cached(DUE_AGENTS)?;
@@ -101,7 +103,7 @@ pub(super) fn due_rows(
             .into_iter()
             .any(|col| row.get_ref(col).is_ok_and(|v| v != ValueRef::Null));
         match wanted(id, needs_slot) {
-            Want::Take => take_due_row(row, &mut due)?,
+            Want::Take => take_due_row(row, &mut due, rowids)?,
             Want::Skip => {}
             Want::NoWorker => {
                 resume_after = Some((row.get(NEXT_DUE_COLUMN)?, row.get(0)?));
@@ -120,18 +122,18 @@ pub(super) fn due_rows(
         due.seen += 1;
         let id = row.get_ref(0)?.as_str().unwrap_or_default();
         if wanted(id, false) == Want::Take {
-            take_due_row(row, &mut due)?;
+            take_due_row(row, &mut due, rowids)?;
         }
     }
     Ok(due)
 }
 
-/// Decodes a due row into `due`, or notes it unreadable.
-fn take_due_row(row: &rusqlite::Row<'_>, due: &mut Due) -> Result<()> {
+/// Decodes a due row into `due` and its rowid into `rowids`, or notes it unreadable.
+fn take_due_row(row: &rusqlite::Row<'_>, due: &mut Due, rowids: &mut HashMap<String, i64>) -> Result<()> {
     match agent_from_row(row) {
         Ok(agent) => {
+            rowids.insert(agent.id.as_str().to_owned(), row.get(ROWID_COLUMN)?);
             due.agents.push(agent);
-            due.rowids.push(row.get(ROWID_COLUMN)?);
         }
         Err(e) => due.unreadable.push(Unreadable {
             id: row.get(0)?,

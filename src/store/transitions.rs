@@ -239,12 +239,7 @@ impl<'c> Tx<'c> {
         limit: usize,
         wanted: &mut dyn FnMut(&str, bool) -> super::queries::Want,
     ) -> Result<super::queries::Due> {
-        let due = super::queries::due_rows(&self.tx, now, limit, wanted)?;
-        let mut rowids = self.rowids.borrow_mut();
-        for (agent, rowid) in due.agents.iter().zip(&due.rowids) {
-            rowids.insert(agent.id.as_str().to_owned(), *rowid);
-        }
-        Ok(due)
+        super::queries::due_rows(&self.tx, now, limit, wanted, &mut self.rowids.borrow_mut())
     }
 
     /// Whether the agent has a poke or an escalation whose outcome is still to come.
