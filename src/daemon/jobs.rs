@@ -68,6 +68,13 @@ impl<J> JobQueue<J> {
 /// (also when the scheduler unwinds from a panic, so the scope joining them cannot hang).
 pub(super) struct Jobs<'q, J>(pub &'q JobQueue<J>);
 
+impl<J> Jobs<'_, J> {
+    /// Queues `job` and wakes one waiting worker.
+    pub fn push(&self, job: J) {
+        self.0.push(job);
+    }
+}
+
 impl<J> Drop for Jobs<'_, J> {
     fn drop(&mut self) {
         self.0.close();
@@ -89,7 +96,7 @@ mod tests {
                 })
                 .collect();
             let jobs = Jobs(&queue);
-            (0..100).for_each(|job| jobs.0.push(job));
+            (0..100).for_each(|job| jobs.push(job));
             // Dropping the scheduler's end closes the queue: the workers take what is left,
             // then stop.
             drop(jobs);

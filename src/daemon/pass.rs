@@ -410,7 +410,7 @@ impl Scheduler<'_> {
 
     fn send(&self, job: Job) {
         if let Some(jobs) = &self.jobs {
-            jobs.0.push(job);
+            jobs.push(job);
         }
     }
 
@@ -488,7 +488,8 @@ impl Scheduler<'_> {
     /// Waits for every job in flight and records every outcome, retrying a refused outcome
     /// until it is recorded; after `cancel` (a second signal) a refused outcome is given up
     /// after a few more tries (it stays `pending`, and the next daemon records it
-    /// `interrupted`).
+    /// `interrupted`). With nothing in flight it returns at once, so a caller may wait here
+    /// before [`with_scheduler`] does (the daemon does, to count what the workers committed).
     pub(super) fn finish(&mut self, cancel: &AtomicBool) {
         let mut delay = Duration::from_millis(100);
         let mut tries_after_cancel = 0;
