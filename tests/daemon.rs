@@ -349,6 +349,44 @@ fn a_pass_with_nothing_to_do_commits_nothing() {
 }
 
 #[test]
+fn a_busy_daemon_records_its_pass_time_about_once_a_second() {
+    // The `daemon` row is a page of its own: written by every pass, it was about a tenth of
+    // what each commit of a busy daemon flushed, for a time `status` shows to the second.
+    let env = Env::new();
+    add(
+        &env,
+        &["fast", "--base", "10ms", "--max", "10ms", "--fresh", "0s"],
+    );
+    env.sql()
+        .execute_batch(
+            "CREATE TABLE passes (at INTEGER);
+             CREATE TRIGGER count_passes AFTER UPDATE OF last_pass_at ON daemon
+             BEGIN INSERT INTO passes VALUES (new.last_pass_at); END;",
+        )
+        .unwrap();
+    let _daemon = Daemon::start(&env.db, &[]);
+    // Three seconds of pokes, by the log's own times.
+    let first = "SELECT min(at) FROM poke_log WHERE agent_id = 'fast' AND kind = 'poke'";
+    let span = format!(
+        "SELECT coalesce(max(at) - ({first}), 0) FROM poke_log WHERE agent_id = 'fast' AND kind = 'poke'"
+    );
+    assert!(wait_for(Duration::from_secs(30), || env.count(&span) >= 3000));
+    let start = env.count(first);
+    let window = |table: &str| {
+        env.count(&format!(
+            "SELECT count(*) FROM {table} WHERE at >= {start} AND at < {start} + 3000"
+        ))
+    };
+    let (pokes, passes) = (window("poke_log"), window("passes"));
+    assert!(pokes >= 30, "only {pokes} log rows in three seconds");
+    // One a second, and the first pass's.
+    assert!(
+        passes <= 4,
+        "{passes} pass times recorded in three seconds of {pokes} log rows"
+    );
+}
+
+#[test]
 fn retain_prunes_old_log_rows_but_keeps_each_agents_newest() {
     let env = Env::new();
     let three_hours_ago =
