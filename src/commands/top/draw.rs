@@ -14,6 +14,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, HighlightSpacing, Paragraph,
 
 use super::app::App;
 use crate::commands::output::{LOG_HEADER, LOG_RIGHT, countdown, log_cells, plural, whole_seconds};
+use crate::commands::view::Shown;
 use poked::agent::{Agent, Freshness, State, StateCounts};
 use poked::clock::Millis;
 use poked::log::{LogRow, Outcome};
@@ -85,11 +86,8 @@ pub fn render(frame: &mut Frame, app: &mut App, view: View) {
         keys,
     );
     if let Some(shown) = &app.details {
-        let mut text = Vec::new();
-        // Writing to a Vec cannot fail.
-        let _ = shown.print(&mut text, view.now);
-        let text = String::from_utf8_lossy(&text).into_owned();
         let popup = area.centered(Constraint::Percentage(90), Constraint::Percentage(80));
+        let text = details_text(shown, usize::from(popup.height.saturating_sub(2)), view.now);
         frame.render_widget(Clear, popup);
         frame.render_widget(
             Paragraph::new(text)
@@ -97,6 +95,27 @@ pub fn render(frame: &mut Frame, app: &mut App, view: View) {
             popup,
         );
     }
+}
+
+/// The agent's details as `show` prints them, in `height` lines when the log allows: the pane
+/// cuts what does not fit at the bottom, where the newest log rows are, so the oldest rows make
+/// way (one row always stays).
+fn details_text(shown: &Shown, height: usize, now: Millis) -> String {
+    let print = |shown: &Shown| {
+        let mut text = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = shown.print(&mut text, now);
+        String::from_utf8_lossy(&text).into_owned()
+    };
+    let text = print(shown);
+    let over = text.lines().count().saturating_sub(height);
+    let dropped = over.min(shown.log.len().saturating_sub(1));
+    if dropped == 0 {
+        return text;
+    }
+    let mut fitted = shown.clone();
+    fitted.log.drain(..dropped);
+    print(&fitted)
 }
 
 /// The log pane's height: its title, header and rows, up to two fifths of the screen.

@@ -103,7 +103,12 @@ fn fixture(dir: &std::path::Path) -> Store {
 /// Draws `app` on a 120×26 terminal at `now`; returns the screen's lines with their trailing
 /// blanks trimmed, the temporary database path written `<db>`, and the buffer.
 fn screen(app: &mut App, now: Millis, colour: bool) -> (String, ratatui::buffer::Buffer) {
-    let mut terminal = Terminal::new(TestBackend::new(120, 26)).unwrap();
+    screen_of(app, now, colour, 26)
+}
+
+/// [`screen`] on a terminal `height` lines tall.
+fn screen_of(app: &mut App, now: Millis, colour: bool, height: u16) -> (String, ratatui::buffer::Buffer) {
+    let mut terminal = Terminal::new(TestBackend::new(120, height)).unwrap();
     terminal
         .draw(|frame| render(frame, app, View { now, colour }))
         .unwrap();
@@ -264,6 +269,30 @@ fn enter_lays_the_agents_show_text_over_the_view() {
     app.toggle_details(now);
     let (text, _) = screen(&mut app, now, false);
     assert!(!text.contains("held until"), "{text}");
+}
+
+#[test]
+fn details_too_long_for_the_pane_keep_the_newest_log_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = t0() + 5 * MINUTE;
+    let mut app = App::new(fixture(dir.path()), now).unwrap();
+    app.move_by(1);
+    app.toggle_details(now);
+    // 24 lines of pane: `stuck`'s 16 fields, a blank line, the log's header and 4 of its 5 rows.
+    let (text, _) = screen_of(&mut app, now, false, 30);
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("│2026-01-01T")).collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    assert!(
+        rows[3].contains(" escalation ") && rows[3].contains("pending"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(" added "),
+        "the oldest row should have made way:\n{text}"
+    );
+    // Where everything fits, nothing is left out.
+    let (text, _) = screen_of(&mut app, now, false, 40);
+    assert!(text.contains(" added "), "{text}");
 }
 
 #[test]
