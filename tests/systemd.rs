@@ -104,7 +104,13 @@ fn ready_comes_once_the_database_is_recovered_then_status_then_stopping() {
 
     let manager = Manager::bind(env.dir.path());
     let folder = env.dir.path();
+    // Recovery cannot write while this transaction holds the write lock: no READY meanwhile.
+    let blocker = env.sql();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut daemon = Daemon::spawn(&env.db, &[], &[manager.env()], folder).unwrap();
+    let early = manager.next(Duration::from_secs(1));
+    assert!(early.is_none(), "{early:?} while recovery waited for the lock");
+    blocker.execute_batch("ROLLBACK").unwrap();
     let ready = manager.next(PATIENCE).expect("a first notification");
     // At READY=1 the database is usable: recovered, and the daemon recorded.
     let (pending_now, interrupted, recorded) = (
