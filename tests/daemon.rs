@@ -313,13 +313,8 @@ fn a_command_slower_than_its_wait_does_not_make_the_daemon_spin() {
     assert_eq!(early, 0, "poked again while its poke was in flight");
 }
 
-#[test]
-fn a_pass_with_nothing_to_do_commits_nothing() {
-    // Every pass wakes the daemon's change watcher, its own commits included, so a pass that
-    // recorded its time whatever it did woke the next one: the daemon went on committing (and
-    // flushing) its `last_pass_at` in a loop after every poke. A trigger counts those records.
-    let env = Env::new();
-    add(&env, &argv("slow --base 1h -- sleep 2", &[]));
+/// Makes a trigger write each `last_pass_at` the daemon records into a table `passes` (`at`).
+fn count_pass_records(env: &Env) {
     env.sql()
         .execute_batch(
             "CREATE TABLE passes (at INTEGER);
@@ -327,6 +322,16 @@ fn a_pass_with_nothing_to_do_commits_nothing() {
              BEGIN INSERT INTO passes VALUES (new.last_pass_at); END;",
         )
         .unwrap();
+}
+
+#[test]
+fn a_pass_with_nothing_to_do_commits_nothing() {
+    // Every pass wakes the daemon's change watcher, its own commits included, so a pass that
+    // recorded its time whatever it did woke the next one: the daemon went on committing (and
+    // flushing) its `last_pass_at` in a loop after every poke. A trigger counts those records.
+    let env = Env::new();
+    add(&env, &argv("slow --base 1h -- sleep 2", &[]));
+    count_pass_records(&env);
     let daemon = Daemon::start(&env.db, &[]);
     let pending = "SELECT count(*) FROM poke_log WHERE outcome = 'pending'";
     assert!(wait_for(Duration::from_secs(10), || env.count(pending) == 1));
@@ -357,13 +362,7 @@ fn a_busy_daemon_records_its_pass_time_about_once_a_second() {
         &env,
         &["fast", "--base", "10ms", "--max", "10ms", "--fresh", "0s"],
     );
-    env.sql()
-        .execute_batch(
-            "CREATE TABLE passes (at INTEGER);
-             CREATE TRIGGER count_passes AFTER UPDATE OF last_pass_at ON daemon
-             BEGIN INSERT INTO passes VALUES (new.last_pass_at); END;",
-        )
-        .unwrap();
+    count_pass_records(&env);
     let _daemon = Daemon::start(&env.db, &[]);
     // Three seconds of pokes, by the log's own times.
     let first = "SELECT min(at) FROM poke_log WHERE agent_id = 'fast' AND kind = 'poke'";

@@ -250,13 +250,19 @@ fn keys_write_through_the_store_and_the_selection_follows_its_agent() {
     );
 }
 
+/// The fixture's view at `now` with `stuck` (the second row) selected and its details open.
+fn stuck_details_open(dir: &std::path::Path, now: Millis) -> App {
+    let mut app = App::new(fixture(dir), now).unwrap();
+    app.move_by(1);
+    app.toggle_details(now);
+    app
+}
+
 #[test]
 fn enter_lays_the_agents_show_text_over_the_view() {
     let dir = tempfile::tempdir().unwrap();
     let now = t0() + 5 * MINUTE;
-    let mut app = App::new(fixture(dir.path()), now).unwrap();
-    app.move_by(1);
-    app.toggle_details(now);
+    let mut app = stuck_details_open(dir.path(), now);
     let (text, _) = screen(&mut app, now, false);
     assert!(text.contains("┌ stuck (enter or esc closes) ─"), "{text}");
     for field in [
@@ -275,9 +281,7 @@ fn enter_lays_the_agents_show_text_over_the_view() {
 fn details_too_long_for_the_pane_keep_the_newest_log_rows() {
     let dir = tempfile::tempdir().unwrap();
     let now = t0() + 5 * MINUTE;
-    let mut app = App::new(fixture(dir.path()), now).unwrap();
-    app.move_by(1);
-    app.toggle_details(now);
+    let mut app = stuck_details_open(dir.path(), now);
     // 24 lines of pane: `stuck`'s 16 fields, a blank line, the log's header and 4 of its 5 rows.
     let (text, _) = screen_of(&mut app, now, false, 30);
     let rows: Vec<&str> = text.lines().filter(|l| l.contains("│2026-01-01T")).collect();
