@@ -52,6 +52,18 @@ const AGENT_HEADER: [&str; 9] = [
     "CAP",
 ];
 const AGENT_RIGHT: [usize; 3] = [4, 5, 8];
+/// The agents table's columns, most wanted first: the last ones make way on a narrow terminal.
+const AGENT_WANTED: [usize; 9] = [0, 1, 2, 5, 4, 6, 3, 7, 8];
+
+/// The log table's columns, most wanted first (see [`AGENT_WANTED`]).
+const LOG_WANTED: [usize; 9] = [0, 1, 2, 5, 4, 3, 7, 6, DETAIL];
+/// The log table's detail column, which takes what is left of the line.
+const DETAIL: usize = 8;
+/// The least room left for the detail for it to be drawn at all.
+const DETAIL_LEAST: usize = 8;
+
+/// Blank columns between two columns of a table.
+const COLUMN_SPACING: usize = 2;
 
 /// The widest an id column grows before ids are cut.
 const ID_WIDTH: usize = 32;
@@ -179,12 +191,15 @@ fn draw_agents(frame: &mut Frame, area: Rect, app: &App, view: View) {
         cells.iter().map(|r| r.iter().map(|(t, _)| t.as_str())),
     );
     widths[0] = widths[0].min(ID_WIDTH);
+    // The selection marker takes two columns.
+    let width = usize::from(area.width).saturating_sub(2);
+    let shown = fitting(&widths, width, &AGENT_WANTED);
     let table = Table::new(
-        cells.into_iter().map(|row| styled_row(row, &AGENT_RIGHT)),
-        widths.iter().map(|&w| Constraint::Length(as_u16(w))),
+        cells.into_iter().map(|row| styled_row(row, &shown, &AGENT_RIGHT)),
+        shown.iter().map(|&i| Constraint::Length(as_u16(widths[i]))),
     )
-    .header(header_row(&AGENT_HEADER, &AGENT_RIGHT))
-    .column_spacing(2)
+    .header(header_row(&AGENT_HEADER, &shown, &AGENT_RIGHT))
+    .column_spacing(as_u16(COLUMN_SPACING))
     .highlight_symbol("> ")
     .highlight_spacing(HighlightSpacing::Always)
     .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
@@ -259,18 +274,24 @@ fn draw_log(frame: &mut Frame, area: Rect, log: &[LogRow], view: View) {
                 .collect()
         })
         .collect();
-    let widths = column_widths(
+    let mut widths = column_widths(
         &LOG_HEADER,
         cells.iter().map(|r| r.iter().map(|(t, _)| t.as_str())),
     );
-    // The detail takes what is left, cut at the edge; the columns before it keep their widths.
-    let mut widths: Vec<Constraint> = widths.iter().map(|&w| Constraint::Length(as_u16(w))).collect();
-    if let Some(detail) = widths.last_mut() {
-        *detail = Constraint::Fill(1);
-    }
-    let table = Table::new(cells.into_iter().map(|row| styled_row(row, &LOG_RIGHT)), widths)
-        .header(header_row(&LOG_HEADER, &LOG_RIGHT))
-        .column_spacing(2);
+    // The detail takes what is left, cut at the edge (drawn when a few columns are left for it);
+    // the columns before it keep their widths.
+    widths[DETAIL] = widths[DETAIL].min(DETAIL_LEAST);
+    let shown = fitting(&widths, usize::from(inner.width), &LOG_WANTED);
+    let constraints = shown.iter().map(|&i| match i {
+        DETAIL => Constraint::Fill(1),
+        _ => Constraint::Length(as_u16(widths[i])),
+    });
+    let table = Table::new(
+        cells.into_iter().map(|row| styled_row(row, &shown, &LOG_RIGHT)),
+        constraints,
+    )
+    .header(header_row(&LOG_HEADER, &shown, &LOG_RIGHT))
+    .column_spacing(as_u16(COLUMN_SPACING));
     frame.render_widget(table, inner);
 }
 
@@ -298,13 +319,34 @@ fn column_widths<'a>(
     widths
 }
 
-fn header_row(header: &[&'static str], right: &[usize]) -> Row<'static> {
-    let cells = header.iter().map(|h| (h.to_string(), Style::new())).collect();
-    styled_row(cells, right).style(Style::new().add_modifier(Modifier::BOLD))
+/// The columns to draw in `width` terminal columns: taken in `wanted` order (most wanted
+/// first) while they fit whole, then put back in their order. A narrow terminal (a split tmux
+/// pane) leaves out the least wanted columns rather than cutting every one of them; the first
+/// wanted column is drawn even when it does not fit.
+fn fitting(widths: &[usize], width: usize, wanted: &[usize]) -> Vec<usize> {
+    let mut shown = Vec::new();
+    let mut used = 0;
+    for &i in wanted {
+        let needed = widths[i] + if shown.is_empty() { 0 } else { COLUMN_SPACING };
+        if !shown.is_empty() && used + needed > width {
+            break;
+        }
+        used += needed;
+        shown.push(i);
+    }
+    shown.sort_unstable();
+    shown
 }
 
-fn styled_row(cells: Vec<(String, Style)>, right: &[usize]) -> Row<'static> {
-    Row::new(cells.into_iter().enumerate().map(|(i, (text, style))| {
+fn header_row(header: &[&'static str], shown: &[usize], right: &[usize]) -> Row<'static> {
+    let cells = header.iter().map(|h| (h.to_string(), Style::new())).collect();
+    styled_row(cells, shown, right).style(Style::new().add_modifier(Modifier::BOLD))
+}
+
+/// The `shown` cells of a row, those at `right` right-aligned.
+fn styled_row(cells: Vec<(String, Style)>, shown: &[usize], right: &[usize]) -> Row<'static> {
+    let cells = cells.into_iter().enumerate().filter(|(i, _)| shown.contains(i));
+    Row::new(cells.map(|(i, (text, style))| {
         let line = Line::styled(text, style);
         Cell::from(if right.contains(&i) {
             line.right_aligned()

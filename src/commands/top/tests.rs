@@ -108,7 +108,18 @@ fn screen(app: &mut App, now: Millis, colour: bool) -> (String, ratatui::buffer:
 
 /// [`screen`] on a terminal `height` lines tall.
 fn screen_of(app: &mut App, now: Millis, colour: bool, height: u16) -> (String, ratatui::buffer::Buffer) {
-    let mut terminal = Terminal::new(TestBackend::new(120, height)).unwrap();
+    screen_sized(app, now, colour, 120, height)
+}
+
+/// [`screen`] on a terminal `width` columns wide and `height` lines tall.
+fn screen_sized(
+    app: &mut App,
+    now: Millis,
+    colour: bool,
+    width: u16,
+    height: u16,
+) -> (String, ratatui::buffer::Buffer) {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal
         .draw(|frame| render(frame, app, View { now, colour }))
         .unwrap();
@@ -297,6 +308,59 @@ fn details_too_long_for_the_pane_keep_the_newest_log_rows() {
     // Where everything fits, nothing is left out.
     let (text, _) = screen_of(&mut app, now, false, 40);
     assert!(text.contains(" added "), "{text}");
+}
+
+#[test]
+fn a_narrow_terminal_leaves_out_whole_columns_instead_of_cutting_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = t0() + 5 * MINUTE;
+    let mut app = App::new(fixture(dir.path()), now).unwrap();
+    let agents = [
+        "ID",
+        "STATE",
+        "NEXT DUE",
+        "FRESHNESS",
+        "INTERVAL",
+        "MISSES",
+        "HOLD",
+        "RUNG",
+        "CAP",
+    ];
+    let log = [
+        "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
+    ];
+    let headings = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    for width in [40, 60, 80, 120] {
+        let (text, _) = screen_sized(&mut app, now, false, width, 26);
+        let agent_header = headings(line_of(&text, "  ID "));
+        let log_header = headings(line_of(&text, "TIME "));
+        for (shown, all) in [(&agent_header, &agents[..]), (&log_header, &log[..])] {
+            // Every heading whole, in order, and the first ones always there.
+            let mut at = 0;
+            for heading in shown {
+                let found = all[at..].iter().position(|h| h == heading);
+                assert!(found.is_some(), "{heading:?} cut at width {width}:\n{text}");
+                at += found.unwrap() + 1;
+            }
+            assert!(shown.len() >= 2, "at width {width}:\n{text}");
+            assert_eq!(shown[0], all[0], "at width {width}:\n{text}");
+        }
+        assert!(agent_header.contains(&"NEXT DUE".to_string()), "{text}");
+        assert!(
+            log_header.contains(&"OUTCOME".to_string()) || width < 60,
+            "{text}"
+        );
+        if width == 120 {
+            assert_eq!(agent_header, agents, "{text}");
+            assert_eq!(log_header, log, "{text}");
+        }
+    }
 }
 
 #[test]
