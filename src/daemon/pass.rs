@@ -431,7 +431,8 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Makes each pass record its time in the `daemon` row, in its own transaction.
+    /// Makes passes that write record their time in the `daemon` row, in their own transaction,
+    /// at most once a second.
     pub fn record_passes(&mut self) {
         self.record_passes = true;
     }
