@@ -40,7 +40,7 @@ impl View {
 }
 
 /// The columns of the agents table; the numbers (interval, misses, cap) right-aligned.
-const AGENT_HEADER: [&str; 9] = [
+pub(super) const AGENT_HEADER: [&str; 9] = [
     "ID",
     "STATE",
     "NEXT DUE",

@@ -6,7 +6,8 @@ use ratatui::backend::TestBackend;
 use ratatui::style::{Color, Modifier};
 
 use super::app::App;
-use super::draw::{View, render};
+use super::draw::{AGENT_HEADER, View, render};
+use crate::commands::output::LOG_HEADER;
 use poked::agent::{AgentId, Rung, Settings};
 use poked::clock::Millis;
 use poked::random::FixedDraw;
@@ -315,20 +316,7 @@ fn a_narrow_terminal_leaves_out_whole_columns_instead_of_cutting_them() {
     let dir = tempfile::tempdir().unwrap();
     let now = t0() + 5 * MINUTE;
     let mut app = App::new(fixture(dir.path()), now).unwrap();
-    let agents = [
-        "ID",
-        "STATE",
-        "NEXT DUE",
-        "FRESHNESS",
-        "INTERVAL",
-        "MISSES",
-        "HOLD",
-        "RUNG",
-        "CAP",
-    ];
-    let log = [
-        "TIME", "AGENT", "KIND", "INTERVAL", "MISSES", "OUTCOME", "EXIT", "DURATION", "DETAIL",
-    ];
+    let (agents, log) = (AGENT_HEADER, LOG_HEADER);
     let headings = |line: &str| -> Vec<String> {
         line.split("  ")
             .map(str::trim)
