@@ -376,12 +376,12 @@ fn a_busy_daemon_records_its_pass_time_about_once_a_second() {
             "SELECT count(*) FROM {table} WHERE at >= {start} AND at < {start} + 3000"
         ))
     };
-    let (pokes, passes) = (window("poke_log"), window("passes"));
-    assert!(pokes >= 30, "only {pokes} log rows in three seconds");
+    let (rows, passes) = (window("poke_log"), window("passes"));
+    assert!(rows >= 30, "only {rows} log rows in three seconds");
     // One a second, and the first pass's.
     assert!(
         passes <= 4,
-        "{passes} pass times recorded in three seconds of {pokes} log rows"
+        "{passes} pass times recorded in three seconds of {rows} log rows"
     );
 }
 

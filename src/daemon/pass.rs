@@ -274,7 +274,7 @@ impl Scheduler<'_> {
             && self
                 .pass_recorded
                 .is_none_or(|at| at.elapsed() >= RECORD_PASS_EVERY);
-        let mut pass_recorded = false;
+        let mut recorded_now = false;
         let result = store.write(|tx| {
             for (i, (_, finished)) in unrecorded.iter().enumerate() {
                 match tx.finish_command(finished) {
@@ -364,7 +364,7 @@ impl Scheduler<'_> {
             // the next one, and so on (an idle daemon refreshes its record itself).
             if record_pass && tx.wrote() {
                 tx.record_pass(now)?;
-                pass_recorded = true;
+                recorded_now = true;
             }
             Ok(())
         });
@@ -374,7 +374,7 @@ impl Scheduler<'_> {
             }
         }
         result?;
-        if pass_recorded {
+        if recorded_now {
             self.pass_recorded = Some(Instant::now());
         }
         if interrupted {
@@ -431,8 +431,8 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Makes passes that write record their time in the `daemon` row, in their own transaction,
-    /// at most once a second.
+    /// Makes passes that write record their time in the `daemon` row, in the pass's own
+    /// transaction, at most once a second.
     pub fn record_passes(&mut self) {
         self.record_passes = true;
     }

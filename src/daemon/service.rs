@@ -377,8 +377,8 @@ impl Daemon<'_> {
         let report = scheduler.pass(now, allow_misses)?;
         self.total.add(&report);
         self.unreported_pass = Some(now);
-        // A pass that wrote something recorded its time in its own transaction (at most once a
-        // second); an idle daemon refreshes it (and checkpoints the WAL) about once a minute.
+        // A pass that wrote something recorded its time in its own transaction, at most once a
+        // second; an idle daemon refreshes it (and checkpoints the WAL) about once a minute.
         let idle_long = self.last_record.is_none_or(|at| at.elapsed() >= HOUSEKEEPING);
         if idle_long {
             self.store.daemon_pass(now)?;
